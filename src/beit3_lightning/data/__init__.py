@@ -1,0 +1,1 @@
+"""Data: tokenizer, transforms, datasets, DataModules, index builders, embedded sample."""
