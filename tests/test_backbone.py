@@ -1,0 +1,191 @@
+"""Behaviour of Beit3Backbone beyond golden parity: gradients, checkpointing, caching, presets, init, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from beit3_lightning.modeling import Beit3Backbone, Beit3Config
+
+SMALL = dict(embed_dim=32, num_heads=4, ffn_dim=64, num_layers=3, img_size=32, patch_size=8, vocab_size=50)
+
+
+def make_inputs(batch=2, text_len=6, img_size=32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, img_size, img_size, generator=gen)
+    tokens = torch.randint(3, 50, (batch, text_len), generator=gen)
+    tokens[:, 0] = 0
+    padding = torch.zeros(batch, text_len, dtype=torch.long)
+    padding[0, -2:] = 1
+    tokens[padding.bool()] = 1
+    return images, tokens, padding
+
+
+def test_every_parameter_gets_a_gradient_in_a_fused_forward():
+    model = Beit3Backbone(Beit3Config(**SMALL, drop_path_rate=0.1)).train()
+    images, tokens, padding = make_inputs()
+    masked = torch.zeros(2, 16, dtype=torch.bool)
+    masked[:, :3] = True  # exercises the mask token
+    out = model(
+        textual_tokens=tokens, visual_tokens=images, text_padding_position=padding, vision_masked_position=masked
+    )
+    out["encoder_out"].square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_gradient_checkpointing_gives_identical_outputs_and_gradients():
+    torch.manual_seed(0)
+    model = Beit3Backbone(Beit3Config(**SMALL)).train()
+    images, tokens, padding = make_inputs()
+
+    def run():
+        model.zero_grad()
+        out = model(textual_tokens=tokens, visual_tokens=images, text_padding_position=padding)["encoder_out"]
+        out.pow(2).sum().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ref_out, ref_grads = run()
+    keys_before = list(model.state_dict())
+    model.set_grad_checkpointing(True)
+    ckpt_out, ckpt_grads = run()
+    assert list(model.state_dict()) == keys_before
+    torch.testing.assert_close(ckpt_out, ref_out, rtol=0, atol=0)
+    assert ckpt_grads.keys() == ref_grads.keys() and len(ref_grads) == len(list(model.parameters())) - 1  # mask token
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(ckpt_grads[name], grad, rtol=1e-6, atol=1e-7)
+
+
+def uni_mask(image_len: int, text_len: int) -> torch.Tensor:
+    """Captioning mask (1 = blocked): image sees image only, text sees image + causal text."""
+    total = image_len + text_len
+    blocked = torch.ones(total, total, dtype=torch.long)
+    blocked[:, :image_len] = 0
+    blocked[image_len:, image_len:] = 1 - torch.tril(torch.ones(text_len, text_len, dtype=torch.long))
+    return blocked
+
+
+def test_cached_decoding_equals_full_forward_over_several_steps():
+    torch.manual_seed(0)
+    model = Beit3Backbone(Beit3Config(**SMALL)).eval()
+    images, tokens, _ = make_inputs(text_len=5)
+    image_len = 17
+    state: dict = {}
+    with torch.no_grad():
+        first = model(
+            textual_tokens=tokens[:, :1],
+            visual_tokens=images,
+            attn_mask=uni_mask(image_len, 1),
+            incremental_state=state,
+        )["encoder_out"]
+        steps = [first[:, -1]]
+        for t in range(1, 5):
+            mask = uni_mask(image_len, t + 1)[-1:]  # (1, S): row of the new token
+            out = model(
+                textual_tokens=tokens[:, t : t + 1],
+                incremental_state=state,
+                positions=torch.tensor([[t + 2]]),
+                attn_mask=mask,
+            )["encoder_out"]
+            steps.append(out[:, -1])
+        full = model(textual_tokens=tokens, visual_tokens=images, attn_mask=uni_mask(image_len, 5))["encoder_out"]
+    assert state[0]["prev_key"].shape == (2, 4, image_len + 5, 8)
+    torch.testing.assert_close(torch.stack(steps, 1), full[:, image_len:], rtol=1e-5, atol=1e-5)
+
+
+def test_text_padding_does_not_change_real_tokens():
+    """Appending pads (masked as padding) leaves the outputs of real tokens unchanged."""
+    torch.manual_seed(0)
+    model = Beit3Backbone(Beit3Config(**SMALL)).eval()
+    images, tokens, _ = make_inputs(text_len=4)
+    padded = torch.cat([tokens, torch.ones(2, 3, dtype=torch.long)], 1)
+    padding = torch.cat([torch.zeros(2, 4), torch.ones(2, 3)], 1).long()
+    with torch.no_grad():
+        short = model(textual_tokens=tokens, visual_tokens=images)["encoder_out"]
+        long = model(textual_tokens=padded, visual_tokens=images, text_padding_position=padding)["encoder_out"]
+    torch.testing.assert_close(long[:, : short.shape[1]], short, rtol=1e-5, atol=1e-5)
+
+
+def test_drop_path_is_stochastic_in_training_and_off_in_eval():
+    torch.manual_seed(0)
+    model = Beit3Backbone(Beit3Config(**SMALL, drop_path_rate=0.5))
+    images, _, _ = make_inputs(batch=8)
+    model.train()
+    a = model(visual_tokens=images)["encoder_out"]
+    b = model(visual_tokens=images)["encoder_out"]
+    assert not torch.allclose(a, b)
+    model.eval()
+    torch.testing.assert_close(model(visual_tokens=images)["encoder_out"], model(visual_tokens=images)["encoder_out"])
+    rates = [layer.drop_path_prob for layer in model.encoder.layers]
+    assert rates == pytest.approx([0.0, 0.25, 0.5])  # linspace(0, rate, L)
+
+
+@pytest.mark.parametrize(
+    ("name", "img", "dims"),
+    [
+        ("base", 480, (768, 12, 3072, 12)),
+        ("beit3_large_patch16_384", 384, (1024, 16, 4096, 24)),
+        ("tiny", 48, (128, 4, 512, 4)),
+    ],
+)
+def test_presets(name, img, dims):
+    cfg = Beit3Config.from_name(name, img_size=img) if name in ("base", "tiny") else Beit3Config.from_name(name)
+    assert (cfg.embed_dim, cfg.num_heads, cfg.ffn_dim, cfg.num_layers) == dims
+    assert cfg.img_size == img and cfg.vocab_size == 64010 and cfg.layernorm_eps == 1e-5
+    assert cfg.num_vision_positions == (img // 16) ** 2 + 3
+
+
+@pytest.mark.parametrize(("img", "rows"), [(224, 199), (384, 579), (480, 903), (768, 2307)])
+def test_vision_position_table_sizes(img, rows):
+    with torch.device("meta"):
+        model = Beit3Backbone(Beit3Config.from_name("base", img_size=img))
+    assert model.encoder.embed_positions.A.weight.shape == (rows, 768)
+    assert model.encoder.embed_positions.B.weight.shape == (1024, 768)
+
+
+def test_base_backbone_state_dict_layout():
+    with torch.device("meta"):
+        model = Beit3Backbone(Beit3Config.from_name("base", normalize_output=False))
+    keys = list(model.state_dict())
+    assert len(keys) == 7 + 40 * 12  # embeddings + 40 tensors per layer, no final LayerNorm
+    assert "encoder.layers.11.self_attn.inner_attn_ln.B.bias" in keys
+    assert "encoder.layers.0.ffn.A.ffn_layernorm.weight" in keys
+    assert not any(k.startswith("encoder.layer_norm") for k in keys)
+
+
+def test_initialisation_follows_the_reference():
+    torch.manual_seed(0)
+    model = Beit3Backbone(Beit3Config(**{**SMALL, "embed_dim": 64, "ffn_dim": 256}))
+    fc1 = model.encoder.layers[0].ffn.A.fc1.weight
+    assert fc1.abs().max() <= 0.02 and 0.009 < fc1.std() < 0.0125  # trunc-normal cut at ±1 std → std ≈ 0.0108
+    assert model.encoder.layers[0].ffn.A.fc1.bias.abs().sum() == 0
+    ln = model.encoder.layers[1].final_layer_norm.B
+    assert torch.equal(ln.weight, torch.ones_like(ln.weight)) and ln.bias.abs().sum() == 0
+    assert model.vision_embed.cls_token.abs().sum() == 0 and model.vision_embed.mask_token.abs().sum() == 0
+    assert math.isclose(model.text_embed.weight.std().item(), 64**-0.5, rel_tol=0.05)
+    assert math.isclose(model.encoder.embed_positions.B.weight.std().item(), 1.0, rel_tol=0.05)
+    # A and B experts are initialised independently
+    assert not torch.equal(
+        model.encoder.layers[0].self_attn.q_proj.A.weight, model.encoder.layers[0].self_attn.q_proj.B.weight
+    )
+
+
+def test_timm_style_helpers():
+    model = Beit3Backbone(Beit3Config(**SMALL))
+    assert model.get_num_layers() == 3
+    names = dict(model.named_parameters())
+    assert model.no_weight_decay() <= set(names)
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = Beit3Backbone(Beit3Config(**SMALL))
+    with pytest.raises(ValueError, match="needs visual_tokens, textual_tokens or both"):
+        model()
+    with pytest.raises(ValueError, match="does not match the model's img_size=32"):
+        model(visual_tokens=torch.randn(1, 3, 48, 48))
+    with pytest.raises(ValueError, match="not a multiple of patch_size"):
+        Beit3Config(**{**SMALL, "img_size": 30})
+    with pytest.raises(ValueError, match="unknown Beit3Config preset"):
+        Beit3Config.from_name("huge")
