@@ -34,6 +34,16 @@ def test_encoder_out_matches_reference(name, case):
 
 
 @pytest.mark.parametrize("case", STANDARD_CASES)
+def test_math_attention_path_matches_reference(case):
+    golden = load_golden(GOLDEN_FILES[1])
+    model = golden_backbone(GOLDEN_FILES[1])
+    model.encoder.layers.apply(lambda m: setattr(m, "attn_impl", "math") if hasattr(m, "attn_impl") else None)
+    with torch.no_grad():
+        out = model(**golden["cases"][case]["inputs"])["encoder_out"]
+    torch.testing.assert_close(out, golden["cases"][case]["outputs"]["encoder_out"], **TOL)
+
+
+@pytest.mark.parametrize("case", STANDARD_CASES)
 def test_float64_matches_reference_maths(case):
     """In float64 our maths equals the reference evaluated in float64 far below fp32 noise."""
     golden = load_golden(GOLDEN_FILES[0])

@@ -40,7 +40,9 @@ class Encoder(nn.Module):
         self.embed_positions = PositionTables(config)
         rates = torch.linspace(0, config.drop_path_rate, config.num_layers, device="cpu").tolist()
         self.layers = nn.ModuleList(
-            EncoderLayer(config.embed_dim, config.num_heads, config.ffn_dim, config.layernorm_eps, rate)
+            EncoderLayer(
+                config.embed_dim, config.num_heads, config.ffn_dim, config.layernorm_eps, rate, config.attn_impl
+            )
             for rate in rates
         )
         eps = config.layernorm_eps

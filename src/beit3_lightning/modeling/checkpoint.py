@@ -112,8 +112,8 @@ def unwrap_state_dict(obj: object, model_key: str = "model|module", source_name:
     bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
     if bad:
         raise CheckpointError(
-            f"{source_name}: entries {bad[:5]} are not tensors; pass model_key= naming the entry that holds the weights "
-            f"(top-level keys: {sorted(obj)[:10]})"
+            f"{source_name}: entries {bad[:5]} are not tensors; pass model_key= naming the entry that holds "
+            f"the weights (top-level keys: {sorted(obj)[:10]})"
         )
     return dict(obj)
 

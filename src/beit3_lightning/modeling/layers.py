@@ -82,8 +82,9 @@ class MultiwayAttention(nn.Module):
     Sub-LN: ``inner_attn_ln`` normalises the attention output before ``out_proj`` (REFERENCE §1.4).
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, eps: float):
+    def __init__(self, embed_dim: int, num_heads: int, eps: float, attn_impl: str = "sdpa"):
         super().__init__()
+        self.attn_impl = attn_impl
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
         linear = lambda: nn.Linear(embed_dim, embed_dim)
@@ -116,9 +117,12 @@ class MultiwayAttention(nn.Module):
                 k = torch.cat([cache["prev_key"], k], dim=2)  # (B, H, S, d)
                 v = torch.cat([cache["prev_value"], v], dim=2)
             cache["prev_key"], cache["prev_value"] = k, v
-        if attn_bias is not None and attn_bias.dtype != q.dtype:
-            attn_bias = attn_bias.to(q.dtype)  # SDPA wants a float mask in the query dtype (bf16 under autocast)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)  # (B, H, T, d)
+        if self.attn_impl == "math":
+            out = math_attention(q, k, v, attn_bias)
+        else:
+            if attn_bias is not None and attn_bias.dtype != q.dtype:
+                attn_bias = attn_bias.to(q.dtype)  # SDPA wants a float mask in the query dtype (bf16 autocast)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)  # (B, H, T, d)
         batch, _, length, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, length, -1)  # (B, T, D)
         split = 0 if xv is None else xv.shape[1]
@@ -127,12 +131,23 @@ class MultiwayAttention(nn.Module):
         return self.out_proj(*self.inner_attn_ln(ov, ot))
 
 
+def math_attention(q: Tensor, k: Tensor, v: Tensor, attn_bias: Tensor | None) -> Tensor:
+    """torchscale's attention: scaled q @ k^T (+ bias), softmax in fp32 cast back, @ v. (B, H, T, d)."""
+    logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, T, S)
+    if attn_bias is not None:
+        logits = logits + attn_bias
+    probs = torch.softmax(logits, dim=-1, dtype=torch.float32).type_as(q)
+    return probs @ v
+
+
 class EncoderLayer(nn.Module):
     """Pre-LN Multiway block: x += DropPath(Attn(LN(x))); x += DropPath(FFN(LN(x))) (alpha 1, no layer scale)."""
 
-    def __init__(self, embed_dim: int, num_heads: int, ffn_dim: int, eps: float, drop_path: float = 0.0):
+    def __init__(
+        self, embed_dim: int, num_heads: int, ffn_dim: int, eps: float, drop_path: float = 0.0, attn_impl: str = "sdpa"
+    ):
         super().__init__()
-        self.self_attn = MultiwayAttention(embed_dim, num_heads, eps)
+        self.self_attn = MultiwayAttention(embed_dim, num_heads, eps, attn_impl)
         self.self_attn_layer_norm = Multiway(lambda: nn.LayerNorm(embed_dim, eps=eps))
         self.ffn = Multiway(lambda: FeedForward(embed_dim, ffn_dim, eps))
         self.final_layer_norm = Multiway(lambda: nn.LayerNorm(embed_dim, eps=eps))

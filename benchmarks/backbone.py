@@ -1,0 +1,195 @@
+"""Throughput and peak memory of the BEiT-3 backbone: ours (SDPA / math attention) vs the official torchscale.
+
+Each configuration runs in a fresh subprocess (so peak memory is its own) and the table compares, for every
+preset × input × precision, inference and train-step (forward + backward) samples/s and peak memory.
+
+    python benchmarks/backbone.py                       # tiny + base, CPU, fp32 + bf16
+    bash benchmarks/setup_reference.sh                  # once, to add the official implementation as a column
+    python benchmarks/backbone.py --device cuda --batch 32 --presets base
+
+Peak memory is the growth of the process's peak RSS over the measured loop on CPU, and
+``torch.cuda.max_memory_allocated`` on GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REF_PATH = Path(__file__).resolve().parents[1] / ".bench-ref"
+IMPLS = ("ours-sdpa", "ours-math", "official")
+
+
+def official_available() -> bool:
+    sys.path.insert(0, str(REF_PATH))
+    try:
+        import torchscale.model.BEiT3  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def build(impl: str, preset: str, img_size: int):
+    from beit3_lightning.modeling import Beit3Backbone, Beit3Config
+
+    config = Beit3Config.from_name(preset, img_size=img_size, vocab_size=64010)
+    ours = Beit3Backbone(config.replace(attn_impl="math" if impl == "ours-math" else "sdpa"))
+    if impl != "official":
+        return ours
+    from torchscale.architecture.config import EncoderConfig
+    from torchscale.model.BEiT3 import BEiT3
+
+    ref = BEiT3(
+        EncoderConfig(
+            encoder_embed_dim=config.embed_dim,
+            encoder_attention_heads=config.num_heads,
+            encoder_ffn_embed_dim=config.ffn_dim,
+            encoder_layers=config.num_layers,
+            patch_size=config.patch_size,
+            img_size=config.img_size,
+            vocab_size=config.vocab_size,
+            multiway=True,
+            layernorm_embedding=False,
+            normalize_output=True,
+            no_output_layer=True,
+            drop_path_rate=0.0,
+        )
+    )
+    ref.load_state_dict(ours.state_dict(), strict=True)  # same weights, same key names
+    return ref
+
+
+def run_child(spec: dict) -> dict:
+    torch.manual_seed(0)
+    device = torch.device(spec["device"])
+    model = build(spec["impl"], spec["preset"], spec["img_size"]).to(device)
+    batch, text_len = spec["batch"], spec["text_len"]
+    images = torch.randn(batch, 3, spec["img_size"], spec["img_size"], device=device)
+    inputs = {"visual_tokens": images}
+    if spec["mode"] == "image_text":
+        tokens = torch.randint(3, 64000, (batch, text_len), device=device)
+        padding = torch.zeros(batch, text_len, dtype=torch.bool, device=device)
+        padding[:, text_len * 3 // 4 :] = True
+        inputs.update(textual_tokens=tokens, text_padding_position=padding)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["dtype"] == "bf16")
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def infer():
+        with torch.no_grad(), autocast:
+            model(**inputs)
+
+    def train():
+        with autocast:
+            out = model(**inputs)["encoder_out"]
+        out.float().square().mean().backward()
+        model.zero_grad(set_to_none=True)
+
+    result = {}
+    for name, step, is_train in (("infer", infer, False), ("train", train, True)):
+        model.train(is_train)
+        for _ in range(spec["warmup"]):
+            step()
+        sync()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        start = time.perf_counter()
+        for _ in range(spec["steps"]):
+            step()
+        sync()
+        elapsed = time.perf_counter() - start
+        if device.type == "cuda":
+            peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        else:  # ru_maxrss is in KiB on Linux; its growth bounds what the loop needed beyond the model
+            peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+        result[name] = {"samples_s": batch * spec["steps"] / elapsed, "peak_mb": peak_mb}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["tiny", "base"], help="backbone presets to measure")
+    parser.add_argument("--modes", nargs="+", default=["image", "image_text"], choices=["image", "image_text"])
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: tiny 32, others 4 on CPU)")
+    parser.add_argument("--img-size", type=int, default=None, help="image size (default: tiny 48, others 224)")
+    parser.add_argument("--text-len", type=int, default=64, help="text tokens for image_text (last quarter padded)")
+    parser.add_argument("--steps", type=int, default=5, help="measured iterations")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        if json.loads(args.child)["impl"] == "official":
+            official_available()
+        print(json.dumps(run_child(json.loads(args.child))))
+        return
+
+    impls = [i for i in args.impls if i != "official" or official_available()]
+    if "official" in args.impls and "official" not in impls:
+        print("(official torchscale not found: run benchmarks/setup_reference.sh to add it)\n")
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
+    header = (
+        f"{'preset':6} {'input':10} {'dtype':5} {'impl':10} {'infer/s':>9} {'train/s':>9} {'train MB':>9} "
+        f"{'vs official (infer/train)':>26}"
+    )
+    print(header)
+    print("-" * len(header))
+    for preset in args.presets:
+        batch = args.batch or (32 if preset == "tiny" else 4)
+        img_size = args.img_size or (48 if preset == "tiny" else 224)
+        for mode in args.modes:
+            for dtype in args.dtypes:
+                rows = {}
+                for impl in impls:
+                    spec = dict(
+                        impl=impl,
+                        preset=preset,
+                        mode=mode,
+                        dtype=dtype,
+                        device=args.device,
+                        batch=batch,
+                        img_size=img_size,
+                        text_len=args.text_len,
+                        steps=args.steps,
+                        warmup=args.warmup,
+                    )
+                    proc = subprocess.run(
+                        [sys.executable, __file__, "--child", json.dumps(spec)],
+                        capture_output=True,
+                        text=True,
+                        check=False,
+                    )
+                    if proc.returncode:
+                        print(f"{preset:6} {mode:10} {dtype:5} {impl:10} failed: {proc.stderr.strip()[-300:]}")
+                        continue
+                    rows[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
+                base = rows.get("official")
+                for impl, r in rows.items():
+                    ratio = ""
+                    if base and impl != "official":
+                        ratio = (
+                            f"{r['infer']['samples_s'] / base['infer']['samples_s']:.2f}x/"
+                            f"{r['train']['samples_s'] / base['train']['samples_s']:.2f}x"
+                        )
+                    print(
+                        f"{preset:6} {mode:10} {dtype:5} {impl:10} {r['infer']['samples_s']:9.1f} "
+                        f"{r['train']['samples_s']:9.1f} {r['train']['peak_mb']:9.0f} {ratio:>26}",
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    main()
