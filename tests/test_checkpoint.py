@@ -185,3 +185,16 @@ def test_unreadable_and_missing_files(tmp_path):
     torch.save({"model": {"a": 1}}, tmp_path / "odd.pth")
     with pytest.raises(CheckpointError, match="not tensors"):
         read_state_dict(tmp_path / "odd.pth")
+
+
+def test_backbone_only_initialisation_from_another_tasks_checkpoint(golden):
+    """Pretrained or other-task files: backbone strict, heads missing/extra/reshaped are reported, not fatal."""
+    state = official_checkpoint(golden, nn.Linear(64, 1000))["model"]
+    state["mlm_head.weight"] = torch.zeros(100, 64)
+    model = TinyTaskModel(golden_config(golden), num_classes=5)
+    report = load_checkpoint(model, state, backbone_only=True)
+    assert report.ok and report.allowed_unexpected == ["mlm_head.weight"]
+    assert [d.split(":")[0] for d in report.dropped] == ["head.weight", "head.bias"]
+    del state["beit3.encoder.layers.0.ffn.A.fc1.weight"]
+    with pytest.raises(CheckpointError, match="beit3.encoder.layers.0.ffn.A.fc1.weight"):
+        load_checkpoint(model, state, backbone_only=True)

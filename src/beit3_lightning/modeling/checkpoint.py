@@ -201,6 +201,7 @@ def load_checkpoint(
     model_key: str = "model|module",
     allow_missing: Iterable[str] = (),
     allow_unexpected: Iterable[str] = (),
+    backbone_only: bool = False,
 ) -> LoadReport:
     """Load a checkpoint file (or a state dict) into ``model`` and report what did not match.
 
@@ -209,6 +210,10 @@ def load_checkpoint(
     The final encoder LayerNorm of a checkpoint is always allowed as unexpected when the model has none
     (``normalize_output=False``: ImageNet, VQAv2). With ``strict=True`` anything else raises ``CheckpointError``
     listing the keys; with ``strict=False`` it is only reported (returned and logged).
+
+    ``backbone_only``: initialising a task from another task's or a pretrained checkpoint. Only the ``beit3.*``
+    keys must match; heads the checkpoint lacks keep their fresh init, heads the model lacks are ignored, and a
+    head of another shape (another number of classes) is dropped. All of it is reported.
     """
     report = LoadReport()
     if isinstance(source, (str, Path)):
@@ -218,9 +223,17 @@ def load_checkpoint(
     state = checkpoint_filter_fn(state, model, report)
     target = model.state_dict()
 
+    def is_head(key: str) -> bool:
+        return backbone_only and not key.startswith(BACKBONE_PREFIX)
+
+    allow_missing = [*allow_missing, *(k for k in target if is_head(k))]
+    allow_unexpected = [*allow_unexpected, *(k for k in state if is_head(k))]
     loadable = {}
     for key, value in state.items():
         if key in target and value.shape != target[key].shape:
+            if is_head(key):
+                report.dropped.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(target[key].shape)}")
+                continue
             report.mismatched.append((key, tuple(value.shape), tuple(target[key].shape)))
         else:
             loadable[key] = value
