@@ -1,0 +1,140 @@
+"""Texts about sample scenes: VQA questions with answers, captions, and NLVR2-style statements about two scenes.
+
+Every text is computed from the scene, so the answers/labels are always right and learnable from the pixels.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .scene import COLORS, NUMBER_WORDS, PLURALS, POSITION_PHRASES, SHAPES, Scene, SceneObject
+
+
+@dataclass(frozen=True)
+class QuestionAnswer:
+    """A VQA question with its ground-truth answer and the VQA ``question_type``/``answer_type`` fields."""
+
+    question: str
+    answer: str
+    question_type: str
+    answer_type: str  # "yes/no", "number" or "other", as in VQA v2
+
+
+@dataclass(frozen=True)
+class Statement:
+    """An NLVR2-style statement template: its text and the predicate deciding it on (left, right) scenes."""
+
+    text: str
+    holds: Callable[[Scene, Scene], bool]
+
+
+def with_article(words: str) -> str:
+    """``"a red circle"`` / ``"an orange square"``."""
+    return ("an " if words[0] in "aeiou" else "a ") + words
+
+
+def join_phrases(phrases: list[str]) -> str:
+    """``"x"``, ``"x and y"``, ``"x, y and z"``."""
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def sentence(text: str) -> str:
+    """Capitalise and end with a period, as COCO/NLVR2 raw sentences usually are."""
+    return text[0].upper() + text[1:] + "."
+
+
+def vqa_questions(scene: Scene) -> list[QuestionAnswer]:
+    """Every question the scene supports (the generator samples a few per image)."""
+    questions: list[QuestionAnswer] = []
+    for shape in SHAPES:
+        count = scene.count(shape=shape)
+        questions.append(QuestionAnswer(f"how many {PLURALS[shape]} are there?", str(count), "how many", "number"))
+        if count == 1:
+            color = next(o.color for o in scene.objects if o.shape == shape)
+            questions.append(QuestionAnswer(f"what color is the {shape}?", color, "what color is the", "other"))
+    for color in COLORS:
+        count = scene.count(color=color)
+        if count > 0:
+            questions.append(QuestionAnswer(f"how many {color} objects are there?", str(count), "how many", "number"))
+    for obj in scene.objects:
+        phrase = POSITION_PHRASES[obj.cell]
+        questions.append(QuestionAnswer(f"what shape is {phrase}?", obj.shape, "what", "other"))
+        questions.append(QuestionAnswer(f"what color is the object {phrase}?", obj.color, "what color is the", "other"))
+    questions.append(QuestionAnswer("how many objects are there?", str(len(scene.objects)), "how many", "number"))
+    return questions
+
+
+def yes_no_question(scene: Scene, color: str, shape: str) -> QuestionAnswer:
+    """``"is there a red triangle?"`` answered from the scene."""
+    answer = "yes" if scene.count(shape=shape, color=color) > 0 else "no"
+    return QuestionAnswer(f"is there {with_article(color + ' ' + shape)}?", answer, "is there a", "yes/no")
+
+
+def _positional(objects: list[SceneObject]) -> str:
+    return join_phrases([f"{with_article(o.name)} {POSITION_PHRASES[o.cell]}" for o in objects])
+
+
+def captions(scene: Scene, rng: random.Random, count: int = 5) -> list[str]:
+    """``count`` varied captions of the scene (positional ones first, so every image gets a discriminative one)."""
+    objects = list(scene.objects)
+    shuffled = objects[:]
+    rng.shuffle(shuffled)
+    names = join_phrases([with_article(o.name) for o in shuffled])
+    number = NUMBER_WORDS[len(objects)]
+    noun = "shape" if len(objects) == 1 else "shapes"
+    candidates = [
+        _positional(objects),
+        _positional(shuffled),
+        f"a grey picture with {_positional(shuffled)}",
+        f"there is {names}" if len(objects) == 1 else f"there are {number} {noun}: {names}",
+        f"{number} {noun} on a grey background: {names}",
+        f"an image of {names}",
+    ]
+    candidates = list(dict.fromkeys(candidates))  # with one object both positional captions are the same
+    chosen = candidates[:2] + rng.sample(candidates[2:], min(len(candidates) - 2, max(0, count - 2)))
+    # NoCaps wants 10 captions: beyond the distinct templates, repeat random ones (humans repeat themselves too).
+    chosen += [rng.choice(candidates) for _ in range(count - len(chosen))]
+    return [sentence(text) for text in chosen[:count]]
+
+
+def statement_templates() -> list[Statement]:
+    """NLVR2-style statements: each needs both images but only one simple attribute of each."""
+    templates: list[Statement] = []
+    for shape in SHAPES:
+        plural = PLURALS[shape]
+        templates += [
+            Statement(
+                f"the left image has more {plural} than the right image",
+                lambda a, b, s=shape: a.count(shape=s) > b.count(shape=s),
+            ),
+            Statement(
+                f"the right image has more {plural} than the left image",
+                lambda a, b, s=shape: b.count(shape=s) > a.count(shape=s),
+            ),
+            Statement(
+                f"both images contain {with_article(shape)}",
+                lambda a, b, s=shape: a.count(shape=s) > 0 and b.count(shape=s) > 0,
+            ),
+            Statement(
+                f"exactly one image contains {with_article(shape)}",
+                lambda a, b, s=shape: (a.count(shape=s) > 0) != (b.count(shape=s) > 0),
+            ),
+        ]
+    for color in COLORS:
+        templates += [
+            Statement(
+                f"both images contain {with_article(color)} object",
+                lambda a, b, c=color: a.count(color=c) > 0 and b.count(color=c) > 0,
+            ),
+            Statement(
+                f"exactly one image contains {with_article(color)} object",
+                lambda a, b, c=color: (a.count(color=c) > 0) != (b.count(color=c) > 0),
+            ),
+        ]
+    templates += [
+        Statement("the two images contain the same number of objects", lambda a, b: a.count() == b.count()),
+        Statement("the left image contains more objects than the right image", lambda a, b: a.count() > b.count()),
+    ]
+    return templates
