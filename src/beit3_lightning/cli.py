@@ -1,0 +1,104 @@
+"""The ``beit3`` command: LightningCLI subcommands (fit / validate / test / predict) plus ``prepare``.
+
+beit3 prepare vqav2 --data-root data/vqav2 --tokenizer beit3.spm    # official raw data → *.jsonl indexes
+beit3 fit --config configs/sample/vqav2.yaml                         # train
+beit3 test --config configs/sample/vqav2.yaml --ckpt_path best        # official metrics of a checkpoint
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from beit3_lightning.data.datamodules import Beit3DataModule
+from beit3_lightning.tasks import Beit3Task
+
+OFFICIAL_TOKENIZER_VOCAB = 64002  # beit3.spm: 64000 pieces + <mask> + the XLM-R id shift
+OFFICIAL_MODEL_VOCAB = 64010  # rows of text_embed / mlm_head in the released checkpoints (8 never used)
+
+
+def model_vocab_size(tokenizer_vocab: int) -> int:
+    """Text-embedding rows for a tokenizer: the official 64002-id tokenizer uses the checkpoints' 64010 rows."""
+    return OFFICIAL_MODEL_VOCAB if tokenizer_vocab == OFFICIAL_TOKENIZER_VOCAB else tokenizer_vocab
+
+
+def datamodule_num_classes(datamodule: Beit3DataModule) -> int | None:
+    """Classes of the head the data implies: ImageNet classes or VQA answers; None for other tasks."""
+    for attr in ("num_classes", "num_answers"):
+        if hasattr(type(datamodule), attr):
+            return getattr(datamodule, attr)
+    return None
+
+
+class KeyMetricCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that, left without ``monitor``, follows the task's key metric (``val/<key_metric>``,
+    higher is better: acc1 / score / acc / average_score / CIDEr) and always keeps ``last.ckpt``."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.monitor is None and getattr(pl_module, "key_metric", ""):
+            self.monitor = f"val/{pl_module.key_metric}"
+            self.mode = "max"
+            self.kth_value, self.kth_best_model_path = torch.tensor(-torch.inf), ""
+            self.best_model_score = None
+            if self.filename is None:
+                self.filename = f"{{epoch}}-{{step}}-{{{self.monitor}:.4f}}"
+            self.auto_insert_metric_name = False
+        super().setup(trainer, pl_module, stage)
+
+
+class Beit3CLI(LightningCLI):
+    """LightningCLI with the data ↔ model links and the default callbacks of beit3-lightning."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(KeyMetricCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1})
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        # Arguments that must agree between data and model are given once, on the data side.
+        parser.link_arguments("data.init_args.img_size", "model.init_args.img_size")
+        parser.link_arguments(
+            "data",
+            "model.init_args.vocab_size",
+            compute_fn=lambda dm: model_vocab_size(dm.vocab_size),
+            apply_on="instantiate",
+        )
+        parser.link_arguments(
+            "data", "model.init_args.num_classes", compute_fn=datamodule_num_classes, apply_on="instantiate"
+        )
+
+
+def default_precision() -> str:
+    """bf16 mixed precision where the GPU supports it, full precision elsewhere."""
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def main(argv: list[str] | None = None) -> int | None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "prepare":
+        from beit3_lightning.data.prepare import main as prepare_main
+
+        return prepare_main(args[1:])
+    Beit3CLI(
+        Beit3Task,
+        Beit3DataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=argv,  # None: LightningCLI reads sys.argv itself
+        seed_everything_default=42,
+        trainer_defaults={"precision": default_precision()},
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={
+            "description": "BEiT-3 on PyTorch Lightning. Subcommands: fit, validate, test, predict (below) and "
+            "prepare (build dataset indexes: `beit3 prepare --help`).",
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

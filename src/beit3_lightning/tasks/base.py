@@ -1,0 +1,173 @@
+"""What every BEiT-3 task shares: the model built from a preset, initialisation from a checkpoint, the official
+optimiser recipe (AdamW groups, layer-wise lr decay or head boost, per-step warmup + cosine), optional EMA.
+
+Subclasses set ``task`` and ``key_metric``, build their head model and hand it to ``attach_model`` at the end of
+their ``__init__``, and implement the steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torchmetrics import Metric
+
+from beit3_lightning.ema import ModelEma
+from beit3_lightning.modeling import Beit3Config
+from beit3_lightning.modeling.checkpoint import load_checkpoint
+from beit3_lightning.modeling.heads import Beit3TaskModel
+from beit3_lightning.optim import build_scheduler, param_groups
+
+log = logging.getLogger(__name__)
+
+
+class Beit3Task(L.LightningModule):
+    """Base LightningModule of the BEiT-3 tasks.
+
+    Args:
+        model: backbone preset, ``tiny``/``base``/``large`` or a registry-style name (``beit3_base_patch16_480``).
+        img_size: input resolution (the vision position table is resized when a checkpoint differs); linked from
+            the DataModule by the CLI.
+        vocab_size: rows of the text embedding; official checkpoints have 64010. ``None``: the preset's.
+        drop_path: stochastic depth rate of the last layer (linear from 0 over the layers).
+        init_from: official ``.pth`` (pretrained or fine-tuned), Lightning ``.ckpt`` or ``.safetensors`` to start
+            from; ``None`` trains from scratch (random init as the reference).
+        grad_checkpointing: recompute layer activations in backward (less memory, ~30% slower).
+        lr: peak learning rate (before per-group scales).
+        weight_decay: AdamW weight decay (0 for biases, norms, position table A, CLS token, logit scale).
+        layer_decay: layer-wise lr decay; 1.0 disables it.
+        head_lr_scale: lr multiplier of ``head.*`` when ``layer_decay`` is 1 (the reference's
+            ``--task_head_lr_weight``; VQAv2 uses 20).
+        betas, eps: AdamW.
+        warmup_epochs: linear warmup from 0, in epochs (converted with the trainer's steps per epoch).
+        warmup_steps: warmup in optimiser steps; overrides ``warmup_epochs`` when >= 0.
+        min_lr: floor of the cosine schedule.
+        ema_decay: keep an exponential moving average of the weights (saved in checkpoints; not used for
+            evaluation, as the reference). ``None`` disables it.
+        attn_impl: ``sdpa`` (fused kernels) or ``math`` (torchscale's explicit softmax).
+    """
+
+    task: ClassVar[str] = ""
+    key_metric: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        model: str = "tiny",
+        img_size: int | None = None,
+        vocab_size: int | None = None,
+        drop_path: float = 0.1,
+        init_from: str | None = None,
+        grad_checkpointing: bool = False,
+        lr: float = 5e-4,
+        weight_decay: float = 0.05,
+        layer_decay: float = 0.9,
+        head_lr_scale: float = 1.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        warmup_epochs: float = 5.0,
+        warmup_steps: int = -1,
+        min_lr: float = 1e-6,
+        ema_decay: float | None = None,
+        attn_impl: str = "sdpa",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        overrides: dict[str, Any] = {"drop_path_rate": drop_path, "attn_impl": attn_impl}
+        if img_size is not None:
+            overrides["img_size"] = img_size
+        if vocab_size is not None:
+            overrides["vocab_size"] = vocab_size
+        self.config = Beit3Config.from_name(model, **overrides)
+        self.model: Beit3TaskModel | None = None
+        self.ema: ModelEma | None = None
+        self._last_batch_end: float | None = None
+
+    # ----- model --------------------------------------------------------------------------------------------
+    def attach_model(self, model: Beit3TaskModel) -> None:
+        """Install the task's head model: initial weights, gradient checkpointing, frozen unused parts, EMA."""
+        hp = self.hparams
+        self.model = model
+        if hp.init_from:
+            self.load_init_checkpoint(hp.init_from)
+        if hp.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        # Parameters this task never reaches stay frozen so DDP needs no find_unused_parameters (heads/base.py).
+        self.model.freeze_unused_parameters_()
+        self.ema = ModelEma(self.model, decay=hp.ema_decay) if hp.ema_decay else None
+
+    def load_init_checkpoint(self, path: str) -> None:
+        """Start from a checkpoint: the backbone must match exactly; a head it lacks keeps its fresh init,
+        and heads of other tasks (pretraining heads, another task's head) are ignored with a report."""
+        report = load_checkpoint(self.model, path, backbone_only=True)
+        log.info("initialised %s from %s\n%s", type(self).__name__, path, report)
+
+    # ----- optimisation -------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        groups = param_groups(
+            self.model,
+            weight_decay=hp.weight_decay,
+            layer_decay=hp.layer_decay,
+            num_layers=self.model.get_num_layers(),
+            no_weight_decay=self.model.no_weight_decay(),
+            head_lr_scale=hp.head_lr_scale,
+        )
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = hp.warmup_steps if hp.warmup_steps >= 0 else round(hp.warmup_epochs * total / self.trainer.max_epochs)
+        scheduler = build_scheduler(optimizer, total_steps=total, warmup_steps=min(warmup, total - 1), min_lr=hp.min_lr)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        # Runs once per optimiser step (after it), not per micro-batch under gradient accumulation.
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.ema is not None:
+            checkpoint["model_ema"] = self.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.ema is not None and "model_ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["model_ema"])
+
+    # ----- helpers for subclasses ----------------------------------------------------------------------------
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Wall time between consecutive batch ends: loading, forward, backward and optimiser step together.
+        now = time.perf_counter()
+        if self._last_batch_end is not None:
+            batch_size = len(batch["image"])
+            self.log("train/samples_per_sec", batch_size / max(now - self._last_batch_end, 1e-9), batch_size=batch_size)
+        self._last_batch_end = now
+
+    def on_train_epoch_start(self) -> None:
+        self._last_batch_end = None
+
+    def log_train_loss(self, loss: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """Check and log the training loss; returns it for backward."""
+        self.check_finite(loss, batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+        return loss
+
+    def log_metric_dict(self, stage: str, metric: Metric) -> dict[str, torch.Tensor]:
+        """Compute an epoch metric (a value or a dict of values), log it as ``{stage}/{name}``, reset it."""
+        values = metric.compute()
+        if not isinstance(values, dict):
+            values = {self.key_metric: values}
+        values = {f"{stage}/{name}": value for name, value in values.items()}
+        self.log_dict(values, prog_bar=stage == "val", sync_dist=False)
+        metric.reset()
+        return values
+
+    def check_finite(self, loss: torch.Tensor, batch: dict[str, Any]) -> None:
+        """Stop on a non-finite loss, naming the step and the batch's sample ids (nothing broken gets saved)."""
+        if not torch.isfinite(loss):
+            ids = batch.get("index", batch.get("qid", batch.get("image_id")))
+            ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
+            raise FloatingPointError(
+                f"non-finite loss {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}); "
+                f"batch sample ids: {ids}. Lower the lr, enable gradient clipping, or check these samples."
+            )

@@ -1,0 +1,67 @@
+"""NLVR2: is a statement true of a pair of images (REFERENCE §2, §5.1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from beit3_lightning.modeling.heads import Beit3ForVisualReasoning
+from beit3_lightning.tasks.base import Beit3Task
+
+
+class NLVR2Task(Beit3Task):
+    """Each image fused with the statement; [vision CLS, text CLS] of both images → MLP → true/false.
+
+    Args:
+        **kwargs: the shared recipe of :class:`Beit3Task` (official: lr 7e-4, layer_decay 0.65, wd 0.2).
+    """
+
+    task = "nlvr2"
+    key_metric = "acc"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.attach_model(Beit3ForVisualReasoning(self.config, num_classes=2))
+        # Percent, as the reference reports it; micro average = plain accuracy.
+        self.val_acc = MulticlassAccuracy(num_classes=2, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=2, average="micro")
+
+    def forward(self, image, image2, language_tokens, padding_mask) -> torch.Tensor:
+        return self.model(image, image2, language_tokens, padding_mask)
+
+    def _logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self(batch["image"], batch["image2"], batch["language_tokens"], batch["padding_mask"])
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logits = self._logits(batch)
+        loss = F.cross_entropy(logits.float(), batch["label"])
+        self.log("train/acc", (logits.argmax(-1) == batch["label"]).float().mean() * 100, batch_size=len(logits))
+        return self.log_train_loss(loss, batch)
+
+    def _eval_step(self, batch: dict[str, Any], metric: MulticlassAccuracy, stage: str) -> None:
+        logits = self._logits(batch)
+        self.log(f"{stage}/loss", F.cross_entropy(logits.float(), batch["label"]), batch_size=len(logits))
+        metric.update(logits, batch["label"])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_acc, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_acc, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_percent("val", self.val_acc)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_percent("test", self.test_acc)
+
+    def log_percent(self, stage: str, metric: MulticlassAccuracy) -> None:
+        self.log(f"{stage}/acc", metric.compute() * 100, prog_bar=stage == "val")
+        metric.reset()
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        probs = self._logits(batch).float().softmax(-1)[:, 1].tolist()
+        return [{"index": int(i), "prob_true": p, "prediction": p > 0.5} for i, p in zip(batch["index"], probs)]

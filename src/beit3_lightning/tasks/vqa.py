@@ -1,0 +1,75 @@
+"""VQAv2 as multi-label classification over the answer vocabulary (REFERENCE §2, §5.1, §5.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from beit3_lightning.losses import vqa_bce_loss
+from beit3_lightning.metrics import VQAScore
+from beit3_lightning.modeling.heads import Beit3ForVisualQuestionAnswering
+from beit3_lightning.tasks.base import Beit3Task
+
+
+class VQATask(Beit3Task):
+    """Fused image+question encoder → pooled vision CLS → MLP over the answers; BCE on soft scores.
+
+    Args:
+        num_classes: answers in the vocabulary (3129 for VQAv2; linked from the DataModule's ``answer2label.txt``).
+        **kwargs: the shared recipe of :class:`Beit3Task`. The official recipe uses ``layer_decay=1.0`` with
+            ``head_lr_scale=20`` and AdamW betas (0.9, 0.98).
+    """
+
+    task = "vqav2"
+    key_metric = "score"
+
+    def __init__(self, num_classes: int = 3129, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.attach_model(Beit3ForVisualQuestionAnswering(self.config, num_classes=num_classes))
+        self.val_score = VQAScore()
+        self.test_score = VQAScore()
+
+    def forward(self, image: torch.Tensor, question: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(image, question, padding_mask)
+
+    def _logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self(batch["image"], batch["language_tokens"], batch["padding_mask"])
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = vqa_bce_loss(self._logits(batch), batch["labels"])
+        return self.log_train_loss(loss, batch)
+
+    def _eval_step(self, batch: dict[str, Any], metric: VQAScore, stage: str) -> None:
+        logits = self._logits(batch)
+        self.log(f"{stage}/loss", vqa_bce_loss(logits, batch["labels"]), batch_size=len(logits))
+        metric.update(logits, batch["labels"])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_score, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if "labels" not in batch:
+            raise ValueError(
+                "the VQAv2 test split has no answers to score; use `beit3 predict` to write the submission file, "
+                "or test on a split with annotations"
+            )
+        self._eval_step(batch, self.test_score, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_metric_dict("val", self.val_score)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_metric_dict("test", self.test_score)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """``[{"question_id", "answer"}]`` — the EvalAI submission format (answers need ``label2ans``)."""
+        best = self._logits(batch).argmax(-1).tolist()
+        label2ans = self.label2ans()
+        return [{"question_id": int(q), "answer": label2ans[a]} for q, a in zip(batch["qid"], best)]
+
+    def label2ans(self) -> list[str]:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "label2ans"):
+            raise RuntimeError("VQA predictions need the answer vocabulary: run with a VQAv2DataModule")
+        return datamodule.label2ans
