@@ -1,0 +1,385 @@
+"""LightningDataModules for the BEiT-3 fine-tuning tasks (REFERENCE §4.5).
+
+All DataModules share :class:`Beit3DataModule`. Compared with the reference loaders:
+
+* Training: shuffled, ``drop_last=True``, per-GPU ``batch_size``. The sampler is an :class:`EpochDistributedSampler`
+  (a ``DistributedSampler`` sized from the attached trainer, one replica without one), so Lightning keeps it and
+  its ``set_epoch`` also reaches the dataset: augmentation and caption masking change every epoch and are
+  reproducible from ``seed`` (see :mod:`beit3_lightning.data.datasets`).
+* Validation / test / predict use the **evaluation transforms, no shuffling and drop_last=False**, with
+  ``eval_batch_size`` (default ``int(1.5 * batch_size)``). The reference validates during training with the
+  *training* transforms, a shuffled sampler and ``drop_last=True`` (REFERENCE §4.5/§6.6); we fix that so the
+  "best" checkpoint is chosen on deterministic metrics over the whole split.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from beit3_lightning.data.datasets import (
+    Beit3Dataset,
+    CaptioningDataset,
+    ImageNetDataset,
+    NLVR2Dataset,
+    RetrievalDataset,
+    VQAv2Dataset,
+    collate,
+    load_answer2label,
+)
+from beit3_lightning.data.index.common import read_json_lines
+from beit3_lightning.data.tokenizer import Beit3Tokenizer
+from beit3_lightning.data.transforms import ImageTransform, build_transform
+
+__all__ = [
+    "Beit3DataModule",
+    "CaptioningDataModule",
+    "EpochDistributedSampler",
+    "ImageNetDataModule",
+    "NLVR2DataModule",
+    "RetrievalDataModule",
+    "VQAv2DataModule",
+    "seed_worker",
+]
+
+Stage = Literal["fit", "validate", "test", "predict"] | None
+
+
+class EpochDistributedSampler(DistributedSampler):
+    """``DistributedSampler`` whose ``set_epoch`` (called by Lightning every epoch) also sets the dataset's epoch."""
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed ``random`` and NumPy's global state in a DataLoader worker from torch's per-worker seed.
+
+    Our transforms do not use the global state (they are reseeded per item), but user code might; torch gives each
+    worker ``base_seed + worker_id`` with ``base_seed`` drawn per epoch from the (``seed_everything``-seeded) RNG.
+    """
+    worker_seed = torch.initial_seed() % (1 << 32)
+    random.seed(worker_seed)
+    np.random.seed(worker_seed)
+
+
+class Beit3DataModule(L.LightningDataModule):
+    """Base DataModule: builds the task's datasets per stage and the train/eval DataLoaders.
+
+    Args:
+        root: dataset directory (image paths in the index files are relative to it).
+        tokenizer: sentencepiece model path (the official ``beit3.spm``) or ``"sample"`` for the shipped sample one.
+        img_size: input resolution S (images become S x S).
+        batch_size: per-device training batch size.
+        eval_batch_size: per-device batch size for val/test/predict; default ``int(1.5 * batch_size)``.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        max_text_len: text length including bos/eos (``--num_max_bpe_tokens``).
+        randaug: add the VL RandomAugment(2, 7) to the training transform (ImageNet always uses timm RandAugment).
+        skip_bad_samples: replace items whose image is missing/corrupt (warned and counted in ``num_skipped``)
+            instead of failing.
+        seed: seed of shuffling, augmentation and caption masking.
+        pin_memory: pin host memory of batches (only when CUDA is available).
+        generate_sample: ``prepare_data()`` writes the embedded sample dataset (raw files + indexes) into ``root``
+            if it is not there yet, so the sample configs run on a fresh clone.
+        index_dir: directory of the ``*.jsonl`` index files (default: ``root``).
+        interpolation: resize filter (``bicubic`` as the reference's ``--train_interpolation``).
+    """
+
+    task: ClassVar[str]
+    dataset_class: ClassVar[type[Beit3Dataset]]
+
+    def __init__(
+        self,
+        root: str,
+        tokenizer: str = "sample",
+        img_size: int = 224,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        max_text_len: int = 64,
+        randaug: bool = False,
+        skip_bad_samples: bool = False,
+        seed: int = 0,
+        pin_memory: bool = True,
+        generate_sample: bool = False,
+        index_dir: str | None = None,
+        interpolation: Literal["bicubic", "bilinear", "nearest", "area", "lanczos"] = "bicubic",
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.save_hyperparameters()
+        self.root = str(root)
+        self.index_dir = str(index_dir) if index_dir is not None else self.root
+        self.tokenizer_path = tokenizer
+        self.img_size = img_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size if eval_batch_size is not None else int(1.5 * batch_size)
+        self.num_workers = num_workers
+        self.max_text_len = max_text_len
+        self.randaug = randaug
+        self.skip_bad_samples = skip_bad_samples
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.generate_sample = generate_sample
+        self.interpolation = interpolation
+        self.datasets: dict[str, Beit3Dataset] = {}
+        self._tokenizer: Beit3Tokenizer | None = None
+        self._sample_ready = False
+
+    # -- tokenizer and model-facing properties -------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Beit3Tokenizer:
+        """The task tokenizer (loaded on first use)."""
+        if self._tokenizer is None:
+            self._tokenizer = Beit3Tokenizer(self.tokenizer_path)
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        """Tokenizer vocabulary size (64002 for ``beit3.spm``)."""
+        return self.tokenizer.vocab_size
+
+    @property
+    def num_skipped(self) -> int:
+        """Bad samples replaced so far, over all datasets of this DataModule."""
+        return sum(dataset.num_skipped for dataset in self.datasets.values())
+
+    # -- data preparation ----------------------------------------------------------------------------------------
+    def sample_datasets(self) -> list[tuple[str, str]]:
+        """``(sample dataset name, root)`` pairs that ``generate_sample`` writes."""
+        return [(self.task, self.root)]
+
+    def prepare_data(self) -> None:
+        """Write the embedded sample dataset when ``generate_sample`` is set (idempotent)."""
+        if not self.generate_sample or self._sample_ready:
+            return
+        from beit3_lightning.data.sample import ensure_sample_dataset
+
+        tokenizer = None if self.tokenizer_path == "sample" else self.tokenizer
+        for name, root in self.sample_datasets():
+            ensure_sample_dataset(name, root, tokenizer=tokenizer)
+        self._sample_ready = True
+
+    # -- datasets ------------------------------------------------------------------------------------------------
+    def transform(self, is_train: bool) -> ImageTransform:
+        """Train or eval image transform of this task."""
+        return build_transform(
+            self.task, is_train, self.img_size, randaug=self.randaug, interpolation=self.interpolation
+        )
+
+    def dataset_kwargs(self, split: str) -> dict[str, Any]:
+        """Constructor arguments of the task dataset for ``split`` (subclasses add task-specific ones)."""
+        return {
+            "root": self.root,
+            "split": split,
+            "transform": self.transform(is_train=split == "train"),
+            "max_text_len": self.max_text_len,
+            "index_dir": self.index_dir,
+            "skip_bad_samples": self.skip_bad_samples,
+            "seed": self.seed,
+        }
+
+    def dataset(self, split: str) -> Beit3Dataset:
+        """The dataset of ``split`` (built once and cached)."""
+        if split not in self.datasets:
+            self.datasets[split] = self.dataset_class(**self.dataset_kwargs(split))
+        return self.datasets[split]
+
+    @property
+    def test_split(self) -> str:
+        return "test"
+
+    def setup(self, stage: Stage = None) -> None:
+        """Build the datasets the stage needs: fit → train + val, validate → val, test / predict → test."""
+        self.prepare_data()
+        stage_splits = {
+            "fit": ["train", "val"],
+            "validate": ["val"],
+            "test": [self.test_split],
+            "predict": [self.test_split],
+            None: ["train", "val", self.test_split],
+        }
+        for split in stage_splits.get(stage, []):
+            self.dataset(split)
+
+    # -- loaders -------------------------------------------------------------------------------------------------
+    def _loader(self, dataset: Beit3Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            worker_init_fn=seed_worker if self.num_workers > 0 else None,
+            **kwargs,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward the epoch to the training dataset (the train sampler already does this under Lightning)."""
+        if "train" in self.datasets:
+            self.datasets["train"].set_epoch(epoch)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.dataset("train")
+        trainer = getattr(self, "trainer", None)
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = EpochDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed)
+        sampler.set_epoch(dataset.epoch)
+        return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return self._loader(self.dataset(split), self.eval_batch_size, shuffle=False, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_split)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_split)
+
+
+class ImageNetDataModule(Beit3DataModule):
+    """ImageNet-1k classification (val and test read the val index). Extra arg: ``crop_pct`` of the eval resize."""
+
+    task = "imagenet"
+    dataset_class = ImageNetDataset
+
+    def __init__(self, root: str, *args: Any, crop_pct: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(root, *args, **kwargs)
+        self.crop_pct = crop_pct
+
+    def transform(self, is_train: bool) -> ImageTransform:
+        return build_transform(
+            self.task, is_train, self.img_size, interpolation=self.interpolation, crop_pct=self.crop_pct
+        )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes = largest label in the train index (or val index without one) + 1."""
+        self.prepare_data()
+        for split in ("train", "val"):
+            if split in self.datasets:
+                return self.datasets[split].num_classes
+        for name in ImageNetDataset.split_files["train"] + ImageNetDataset.split_files["val"]:
+            path = os.path.join(self.index_dir, name)
+            if os.path.isfile(path):
+                return (
+                    max(
+                        int(record.get("label", -1)) for _, record in read_json_lines(Path(path), "ImageNet index file")
+                    )
+                    + 1
+                )
+        raise FileNotFoundError(f"No ImageNet index in {self.index_dir}; build it with `beit3 prepare imagenet`.")
+
+
+class VQAv2DataModule(Beit3DataModule):
+    """VQAv2 (train = train + trainable_val, val = rest_val). Extra arg: ``test_split`` ("test" or "test-dev")."""
+
+    task = "vqav2"
+    dataset_class = VQAv2Dataset
+
+    def __init__(self, root: str, *args: Any, test_split: Literal["test", "test-dev"] = "test", **kwargs: Any):
+        super().__init__(root, *args, **kwargs)
+        self._test_split = test_split
+        self._label2ans: list[str] | None = None
+
+    @property
+    def test_split(self) -> str:
+        return self._test_split
+
+    @property
+    def label2ans(self) -> list[str]:
+        """Answer strings in label order (from ``answer2label.txt``)."""
+        if self._label2ans is None:
+            self.prepare_data()
+            self._label2ans = load_answer2label(os.path.join(self.index_dir, "answer2label.txt"))
+        return self._label2ans
+
+    @property
+    def num_answers(self) -> int:
+        """Size of the answer vocabulary (3129 for the official build)."""
+        return len(self.label2ans)
+
+
+class NLVR2DataModule(Beit3DataModule):
+    """NLVR2 visual reasoning (val = dev, test = test-P)."""
+
+    task = "nlvr2"
+    dataset_class = NLVR2Dataset
+
+
+class RetrievalDataModule(Beit3DataModule):
+    """Image-text retrieval. Extra arg: ``task`` = ``"coco_retrieval"`` or ``"flickr30k"``."""
+
+    dataset_class = RetrievalDataset
+
+    def __init__(
+        self, root: str, *args: Any, task: Literal["coco_retrieval", "flickr30k"] = "coco_retrieval", **kwargs: Any
+    ) -> None:
+        super().__init__(root, *args, **kwargs)
+        self.task = task
+
+    def dataset_kwargs(self, split: str) -> dict[str, Any]:
+        return {**super().dataset_kwargs(split), "task": self.task}
+
+
+class CaptioningDataModule(Beit3DataModule):
+    """Image captioning with masked-token training.
+
+    Extra args: ``task`` = ``"coco_captioning"`` or ``"nocaps"``; ``mask_prob`` (default 0.6; the official docs
+    train with 0.7); ``coco_root``: for NoCaps, the COCO captioning dataset whose train split it trains on
+    (required for ``fit``; its images and ``coco_captioning.train.jsonl`` live there).
+    """
+
+    dataset_class = CaptioningDataset
+
+    def __init__(
+        self,
+        root: str,
+        *args: Any,
+        task: Literal["coco_captioning", "nocaps"] = "coco_captioning",
+        mask_prob: float = 0.6,
+        coco_root: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(root, *args, **kwargs)
+        self.task = task
+        self.mask_prob = mask_prob
+        self.coco_root = coco_root
+
+    def sample_datasets(self) -> list[tuple[str, str]]:
+        pairs = super().sample_datasets()
+        if self.task == "nocaps" and self.coco_root is not None:
+            pairs.append(("coco_captioning", self.coco_root))
+        return pairs
+
+    def dataset_kwargs(self, split: str) -> dict[str, Any]:
+        kwargs = {
+            **super().dataset_kwargs(split),
+            "task": self.task,
+            "mask_prob": self.mask_prob,
+            "mask_token_id": self.tokenizer.mask_token_id,
+            "vocab_size": self.tokenizer.vocab_size,
+        }
+        if self.task == "nocaps" and split == "train":
+            if self.coco_root is None:
+                raise ValueError(
+                    "NoCaps trains on COCO captions: set coco_root to the COCO captioning dataset directory "
+                    "(with coco_captioning.train.jsonl)."
+                )
+            kwargs.update(root=self.coco_root, index_dir=self.coco_root)
+        return kwargs
