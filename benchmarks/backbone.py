@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 REF_PATH = Path(__file__).resolve().parents[1] / ".bench-ref"
-IMPLS = ("ours-sdpa", "ours-math", "official")
+IMPLS = ("ours-auto", "ours-sdpa", "ours-math", "official")
 
 
 def official_available() -> bool:
@@ -40,7 +40,7 @@ def build(impl: str, preset: str, img_size: int):
     from beit3_lightning.modeling import Beit3Backbone, Beit3Config
 
     config = Beit3Config.from_name(preset, img_size=img_size, vocab_size=64010)
-    ours = Beit3Backbone(config.replace(attn_impl="math" if impl == "ours-math" else "sdpa"))
+    ours = Beit3Backbone(config.replace(attn_impl=impl.removeprefix("ours-") if impl != "official" else "auto"))
     if impl != "official":
         return ours
     from torchscale.architecture.config import EncoderConfig
@@ -68,6 +68,8 @@ def build(impl: str, preset: str, img_size: int):
 
 def run_child(spec: dict) -> dict:
     torch.manual_seed(0)
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     model = build(spec["impl"], spec["preset"], spec["img_size"]).to(device)
     batch, text_len = spec["batch"], spec["text_len"]
@@ -103,11 +105,12 @@ def run_child(spec: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        start = time.perf_counter()
+        clock = time.process_time if spec["timer"] == "cpu" else time.perf_counter
+        start = clock()
         for _ in range(spec["steps"]):
             step()
         sync()
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
         if device.type == "cuda":
             peak_mb = torch.cuda.max_memory_allocated() / 2**20
         else:  # ru_maxrss is in KiB on Linux; its growth bounds what the loop needed beyond the model
@@ -128,6 +131,14 @@ def main() -> None:
     parser.add_argument("--text-len", type=int, default=64, help="text tokens for image_text (last quarter padded)")
     parser.add_argument("--steps", type=int, default=5, help="measured iterations")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--timer",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall clock, or CPU time of the process (with --threads 1: robust to other load on the machine; "
+        "samples/s is then per CPU-second)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -140,7 +151,8 @@ def main() -> None:
     impls = [i for i in args.impls if i != "official" or official_available()]
     if "official" in args.impls and "official" not in impls:
         print("(official torchscale not found: run benchmarks/setup_reference.sh to add it)\n")
-    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
+    threads = args.threads or torch.get_num_threads()
+    print(f"device={args.device} torch={torch.__version__} threads={threads} timer={args.timer}")
     header = (
         f"{'preset':6} {'input':10} {'dtype':5} {'impl':10} {'infer/s':>9} {'train/s':>9} {'train MB':>9} "
         f"{'vs official (infer/train)':>26}"
@@ -163,6 +175,8 @@ def main() -> None:
                         batch=batch,
                         img_size=img_size,
                         text_len=args.text_len,
+                        threads=args.threads,
+                        timer=args.timer,
                         steps=args.steps,
                         warmup=args.warmup,
                     )

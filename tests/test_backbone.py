@@ -189,3 +189,19 @@ def test_bad_inputs_raise_clear_errors():
         Beit3Config(**{**SMALL, "img_size": 30})
     with pytest.raises(ValueError, match="unknown Beit3Config preset"):
         Beit3Config.from_name("huge")
+
+
+def test_attention_implementations_agree_under_cpu_bf16_autocast():
+    """auto (explicit softmax on CPU half precision), forced SDPA and forced math give the same outputs."""
+    torch.manual_seed(0)
+    model = Beit3Backbone(Beit3Config(**SMALL)).eval()
+    images, tokens, padding = make_inputs()
+    outputs = {}
+    for impl in ("auto", "sdpa", "math"):
+        for layer in model.encoder.layers:
+            layer.self_attn.attn_impl = impl
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(textual_tokens=tokens, visual_tokens=images, text_padding_position=padding)
+        outputs[impl] = out["encoder_out"].float()
+    torch.testing.assert_close(outputs["auto"], outputs["math"], rtol=0, atol=0)
+    torch.testing.assert_close(outputs["sdpa"], outputs["math"], rtol=0.05, atol=0.05)

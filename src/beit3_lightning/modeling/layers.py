@@ -82,7 +82,7 @@ class MultiwayAttention(nn.Module):
     Sub-LN: ``inner_attn_ln`` normalises the attention output before ``out_proj`` (REFERENCE §1.4).
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, eps: float, attn_impl: str = "sdpa"):
+    def __init__(self, embed_dim: int, num_heads: int, eps: float, attn_impl: str = "auto"):
         super().__init__()
         self.attn_impl = attn_impl
         self.num_heads = num_heads
@@ -117,7 +117,7 @@ class MultiwayAttention(nn.Module):
                 k = torch.cat([cache["prev_key"], k], dim=2)  # (B, H, S, d)
                 v = torch.cat([cache["prev_value"], v], dim=2)
             cache["prev_key"], cache["prev_value"] = k, v
-        if self.attn_impl == "math":
+        if self.attn_impl == "math" or (self.attn_impl == "auto" and _cpu_half(q)):
             out = math_attention(q, k, v, attn_bias)
         else:
             if attn_bias is not None and attn_bias.dtype != q.dtype:
@@ -129,6 +129,10 @@ class MultiwayAttention(nn.Module):
         ov = out[:, :split] if xv is not None else None
         ot = out[:, split:] if xt is not None else None
         return self.out_proj(*self.inner_attn_ln(ov, ot))
+
+
+def _cpu_half(x: Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16)
 
 
 def math_attention(q: Tensor, k: Tensor, v: Tensor, attn_bias: Tensor | None) -> Tensor:
@@ -144,7 +148,7 @@ class EncoderLayer(nn.Module):
     """Pre-LN Multiway block: x += DropPath(Attn(LN(x))); x += DropPath(FFN(LN(x))) (alpha 1, no layer scale)."""
 
     def __init__(
-        self, embed_dim: int, num_heads: int, ffn_dim: int, eps: float, drop_path: float = 0.0, attn_impl: str = "sdpa"
+        self, embed_dim: int, num_heads: int, ffn_dim: int, eps: float, drop_path: float = 0.0, attn_impl: str = "auto"
     ):
         super().__init__()
         self.self_attn = MultiwayAttention(embed_dim, num_heads, eps, attn_impl)
