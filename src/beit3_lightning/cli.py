@@ -7,12 +7,14 @@ beit3 test --config configs/sample/vqav2.yaml --ckpt_path best        # official
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from beit3_lightning.callbacks import PredictionWriter, TensorBoardSamples
 from beit3_lightning.data.datamodules import Beit3DataModule
 from beit3_lightning.tasks import Beit3Task
 
@@ -25,6 +27,12 @@ def model_vocab_size(tokenizer_vocab: int) -> int:
     return OFFICIAL_MODEL_VOCAB if tokenizer_vocab == OFFICIAL_TOKENIZER_VOCAB else tokenizer_vocab
 
 
+def datamodule_model_vocab_size(datamodule: Beit3DataModule) -> int:
+    """Text-embedding rows for the DataModule's tokenizer. A module-level function, not a lambda: the parser
+    (with its links) travels inside SaveConfigCallback to ``ddp_spawn`` workers, and lambdas cannot be pickled."""
+    return model_vocab_size(datamodule.vocab_size)
+
+
 def datamodule_num_classes(datamodule: Beit3DataModule) -> int | None:
     """Classes of the head the data implies: ImageNet classes or VQA answers; None for other tasks."""
     for attr in ("num_classes", "num_answers"):
@@ -34,8 +42,10 @@ def datamodule_num_classes(datamodule: Beit3DataModule) -> int | None:
 
 
 class KeyMetricCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that, left without ``monitor``, follows the task's key metric (``val/<key_metric>``,
-    higher is better: acc1 / score / acc / average_score / CIDEr) and always keeps ``last.ckpt``."""
+    """``ModelCheckpoint`` that, left without ``monitor``, keeps the best model by the task's key metric
+    (``val/<key_metric>``, higher is better: acc1 / score / acc / average_score / CIDEr) as ``best.ckpt``, next to
+    ``last.ckpt``, in ``<trainer.default_root_dir>/checkpoints`` unless ``dirpath`` is given — fixed names, so
+    ``beit3 test --ckpt_path <dir>/best.ckpt`` works from a fresh process."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.monitor is None and getattr(pl_module, "key_metric", ""):
@@ -44,8 +54,10 @@ class KeyMetricCheckpoint(ModelCheckpoint):
             self.kth_value, self.kth_best_model_path = torch.tensor(-torch.inf), ""
             self.best_model_score = None
             if self.filename is None:
-                self.filename = f"{{epoch}}-{{step}}-{{{self.monitor}:.4f}}"
+                self.filename = "best"
             self.auto_insert_metric_name = False
+        if self.dirpath is None:
+            self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
         super().setup(trainer, pl_module, stage)
 
 
@@ -57,12 +69,16 @@ class Beit3CLI(LightningCLI):
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1})
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
+        # `beit3 predict` writes submit_<task>_<split>.json / embeddings_<task>_<split>.pt (--predictions.*).
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+        # Validation images with predicted vs true labels in TensorBoard (--tb_samples.num_samples 0 disables).
+        parser.add_lightning_class_args(TensorBoardSamples, "tb_samples")
         # Arguments that must agree between data and model are given once, on the data side.
         parser.link_arguments("data.init_args.img_size", "model.init_args.img_size")
         parser.link_arguments(
             "data",
             "model.init_args.vocab_size",
-            compute_fn=lambda dm: model_vocab_size(dm.vocab_size),
+            compute_fn=datamodule_model_vocab_size,
             apply_on="instantiate",
         )
         parser.link_arguments(
@@ -77,18 +93,15 @@ def default_precision() -> str:
     return "32-true"
 
 
-def main(argv: list[str] | None = None) -> int | None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "prepare":
-        from beit3_lightning.data.prepare import main as prepare_main
-
-        return prepare_main(args[1:])
-    Beit3CLI(
+def make_cli(args: list[str] | None = None, run: bool = True) -> Beit3CLI:
+    """The ``beit3`` LightningCLI; ``run=False`` only parses ``args`` and instantiates (tests, notebooks)."""
+    return Beit3CLI(
         Beit3Task,
         Beit3DataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        args=argv,  # None: LightningCLI reads sys.argv itself
+        args=args,  # None: LightningCLI reads sys.argv itself
+        run=run,
         seed_everything_default=42,
         trainer_defaults={"precision": default_precision()},
         save_config_kwargs={"overwrite": True},
@@ -97,6 +110,15 @@ def main(argv: list[str] | None = None) -> int | None:
             "prepare (build dataset indexes: `beit3 prepare --help`).",
         },
     )
+
+
+def main(argv: list[str] | None = None) -> int | None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "prepare":
+        from beit3_lightning.data.prepare import main as prepare_main
+
+        return prepare_main(args[1:])
+    make_cli(argv)
     return 0
 
 

@@ -7,6 +7,7 @@ their ``__init__``, and implement the steps.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from typing import Any, ClassVar
@@ -15,6 +16,7 @@ import lightning as L
 import torch
 from torchmetrics import Metric
 
+from beit3_lightning.data.transforms import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from beit3_lightning.ema import ModelEma
 from beit3_lightning.modeling import Beit3Config
 from beit3_lightning.modeling.checkpoint import load_checkpoint
@@ -47,11 +49,15 @@ class Beit3Task(L.LightningModule):
         min_lr: floor of the cosine schedule.
         ema_decay: keep an exponential moving average of the weights (saved in checkpoints; not used for
             evaluation, as the reference). ``None`` disables it.
-        attn_impl: ``sdpa`` (fused kernels) or ``math`` (torchscale's explicit softmax).
+        attn_impl: ``auto`` (SDPA, explicit softmax for half precision on CPU where it is faster), ``sdpa`` or
+            ``math`` (torchscale's explicit softmax).
     """
 
     task: ClassVar[str] = ""
     key_metric: ClassVar[str] = ""
+    # Normalisation of the task's input images (to show them in TensorBoard): mean = std = 0.5 for VL tasks.
+    image_mean: ClassVar[tuple[float, float, float]] = IMAGENET_INCEPTION_MEAN
+    image_std: ClassVar[tuple[float, float, float]] = IMAGENET_INCEPTION_STD
 
     def __init__(
         self,
@@ -71,7 +77,7 @@ class Beit3Task(L.LightningModule):
         warmup_steps: int = -1,
         min_lr: float = 1e-6,
         ema_decay: float | None = None,
-        attn_impl: str = "sdpa",
+        attn_impl: str = "auto",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -129,6 +135,12 @@ class Beit3Task(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.ema is not None:
             checkpoint["model_ema"] = self.ema.state_dict()
+        # The CLI links ``num_classes`` to every task and records None for tasks without classes; `beit3 validate
+        # --ckpt_path` re-parses the saved hyperparameters, and RetrievalTask & co. reject an unknown argument.
+        hparams = checkpoint.get("hyper_parameters", {})
+        accepted = init_parameter_names(type(self))
+        for key in [k for k, v in hparams.items() if v is None and not k.startswith("_") and k not in accepted]:
+            del hparams[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.ema is not None and "model_ema" in checkpoint:
@@ -171,3 +183,36 @@ class Beit3Task(L.LightningModule):
                 f"non-finite loss {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}); "
                 f"batch sample ids: {ids}. Lower the lr, enable gradient clipping, or check these samples."
             )
+
+    # ----- TensorBoard sample panels (callbacks/tensorboard.py) -------------------------------------------------
+    def describe_batch(self, batch: dict[str, Any], num_samples: int) -> list[tuple[torch.Tensor, str]]:
+        """``(normalised image (3, H, W), markdown "predicted vs true")`` for the first ``num_samples`` items of
+        an evaluation batch; subclasses run their model on them. The base task has nothing to show."""
+        return []
+
+    def decode_text(self, tokens: torch.Tensor) -> str:
+        """Text of a token-id row through the DataModule's tokenizer (the ids themselves without one)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "tokenizer"):
+            return str(tokens.tolist())
+        return datamodule.tokenizer.decode(tokens)
+
+
+def first_items(batch: dict[str, Any], n: int) -> dict[str, Any]:
+    """The first ``n`` items of a collated batch (tensors and lists sliced along the batch dimension)."""
+    return {key: value[:n] if isinstance(value, torch.Tensor | list) else value for key, value in batch.items()}
+
+
+def panel_text(**fields: str) -> str:
+    """Markdown lines ``**name:** value`` (TensorBoard renders text panels as markdown; two trailing spaces
+    break the line)."""
+    return "  \n".join(f"**{name.replace('_', ' ')}:** {value}" for name, value in fields.items())
+
+
+def init_parameter_names(cls: type) -> set[str]:
+    """Names of the ``__init__`` arguments of a task class and of its bases (subclasses pass ``**kwargs`` on)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if issubclass(klass, Beit3Task):
+            names |= set(inspect.signature(klass.__init__).parameters)
+    return names

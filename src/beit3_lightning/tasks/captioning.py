@@ -12,7 +12,7 @@ from beit3_lightning.losses import CaptioningLoss
 from beit3_lightning.metrics import CaptionMetric
 from beit3_lightning.modeling.generation import beam_search
 from beit3_lightning.modeling.heads import Beit3ForCaptioning
-from beit3_lightning.tasks.base import Beit3Task
+from beit3_lightning.tasks.base import Beit3Task, first_items, panel_text
 
 
 class CaptioningTask(Beit3Task):
@@ -113,3 +113,16 @@ class CaptioningTask(Beit3Task):
         """``[{"image_id", "caption"}]`` — the submission format of COCO and NoCaps."""
         captions = self.generate(batch["image"])
         return [{"image_id": int(i), "caption": c} for i, c in zip(batch["image_id"], captions)]
+
+    def describe_batch(self, batch: dict[str, Any], num_samples: int) -> list[tuple[torch.Tensor, str]]:
+        """Generated caption and the reference captions of the image (from the validation references)."""
+        batch = first_items(batch, num_samples)
+        captions = self.generate(batch["image"])
+        if getattr(self, "_panel_references", None) is None:  # read once: the Karpathy file is large
+            references = self.val_captions.references
+            self._panel_references = (references() if callable(references) else references) or {}
+        panels = []
+        for image, image_id, caption in zip(batch["image"], batch["image_id"].tolist(), captions):
+            truth = " / ".join(self._panel_references.get(image_id, [])) or "(no reference)"
+            panels.append((image, panel_text(image_id=str(image_id), predicted=caption, true=truth)))
+        return panels

@@ -7,11 +7,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from beit3_lightning.data.transforms import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from beit3_lightning.losses import label_smoothing_cross_entropy, soft_target_cross_entropy
 from beit3_lightning.metrics import TopKAccuracy
 from beit3_lightning.mixup import Mixup
 from beit3_lightning.modeling.heads import Beit3ForImageClassification
-from beit3_lightning.tasks.base import Beit3Task
+from beit3_lightning.tasks.base import Beit3Task, first_items, panel_text
 
 
 class ImageClassificationTask(Beit3Task):
@@ -28,6 +29,8 @@ class ImageClassificationTask(Beit3Task):
 
     task = "imagenet"
     key_metric = "acc1"
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
 
     def __init__(
         self,
@@ -93,4 +96,20 @@ class ImageClassificationTask(Beit3Task):
         return [
             {"index": int(i), "top5_labels": labels.tolist(), "top5_probs": p.tolist()}
             for i, labels, p in zip(batch["index"], top.indices, top.values)
+        ]
+
+    def describe_batch(self, batch: dict[str, Any], num_samples: int) -> list[tuple[torch.Tensor, str]]:
+        """Predicted class (with its probability) and the true class."""
+        batch = first_items(batch, num_samples)
+        probs = self(batch["image"]).float().softmax(-1)
+        best = probs.argmax(-1)
+        return [
+            (
+                batch["image"][i],
+                panel_text(
+                    predicted=f"class {int(best[i])} (p = {probs[i, best[i]].item():.2f})",
+                    true=f"class {int(batch['label'][i])}",
+                ),
+            )
+            for i in range(len(best))
         ]

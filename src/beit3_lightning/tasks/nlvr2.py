@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from beit3_lightning.modeling.heads import Beit3ForVisualReasoning
-from beit3_lightning.tasks.base import Beit3Task
+from beit3_lightning.tasks.base import Beit3Task, first_items, panel_text
 
 
 class NLVR2Task(Beit3Task):
@@ -65,3 +65,20 @@ class NLVR2Task(Beit3Task):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         probs = self._logits(batch).float().softmax(-1)[:, 1].tolist()
         return [{"index": int(i), "prob_true": p, "prediction": p > 0.5} for i, p in zip(batch["index"], probs)]
+
+    def describe_batch(self, batch: dict[str, Any], num_samples: int) -> list[tuple[torch.Tensor, str]]:
+        """The image pair side by side, the statement, predicted and true truth values."""
+        batch = first_items(batch, num_samples)
+        probs = self._logits(batch).float().softmax(-1)[:, 1].tolist()
+        pairs = torch.cat([batch["image"], batch["image2"]], dim=-1)  # (n, 3, H, 2W): left | right
+        return [
+            (
+                pairs[i],
+                panel_text(
+                    statement=self.decode_text(batch["language_tokens"][i]),
+                    predicted=f"{p > 0.5} (P(true) = {p:.2f})",
+                    true=str(bool(batch["label"][i])),
+                ),
+            )
+            for i, p in enumerate(probs)
+        ]

@@ -9,7 +9,7 @@ import torch
 from beit3_lightning.losses import ClipLoss
 from beit3_lightning.metrics import ImageTextRetrievalRecall
 from beit3_lightning.modeling.heads import Beit3ForRetrieval
-from beit3_lightning.tasks.base import Beit3Task
+from beit3_lightning.tasks.base import Beit3Task, first_items, panel_text
 
 
 class RetrievalTask(Beit3Task):
@@ -75,3 +75,21 @@ class RetrievalTask(Beit3Task):
             "image_emb": image_emb.float().cpu(),
             "text_emb": text_emb.float().cpu(),
         }
+
+    def describe_batch(self, batch: dict[str, Any], num_samples: int) -> list[tuple[torch.Tensor, str]]:
+        """For each image, its best-matching text among the shown items vs its own text."""
+        batch = first_items(batch, num_samples)
+        image_emb, text_emb = self(batch["image"], batch["language_tokens"], batch["padding_mask"])
+        best = (image_emb.float() @ text_emb.float().T).argmax(-1).tolist()  # (n,) text chosen per image
+        image_ids = batch["image_id"].tolist()
+        return [
+            (
+                batch["image"][i],
+                panel_text(
+                    retrieved=self.decode_text(batch["language_tokens"][j])
+                    + (" (correct)" if image_ids[j] == image_ids[i] else " (wrong)"),
+                    true=self.decode_text(batch["language_tokens"][i]),
+                ),
+            )
+            for i, j in enumerate(best)
+        ]

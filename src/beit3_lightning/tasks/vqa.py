@@ -9,7 +9,7 @@ import torch
 from beit3_lightning.losses import vqa_bce_loss
 from beit3_lightning.metrics import VQAScore
 from beit3_lightning.modeling.heads import Beit3ForVisualQuestionAnswering
-from beit3_lightning.tasks.base import Beit3Task
+from beit3_lightning.tasks.base import Beit3Task, first_items, panel_text
 
 
 class VQATask(Beit3Task):
@@ -73,3 +73,18 @@ class VQATask(Beit3Task):
         if datamodule is None or not hasattr(datamodule, "label2ans"):
             raise RuntimeError("VQA predictions need the answer vocabulary: run with a VQAv2DataModule")
         return datamodule.label2ans
+
+    def describe_batch(self, batch: dict[str, Any], num_samples: int) -> list[tuple[torch.Tensor, str]]:
+        """Question, predicted answer (with its VQA score) and the best-scored true answer."""
+        batch = first_items(batch, num_samples)
+        predicted = self._logits(batch).argmax(-1).tolist()
+        label2ans = self.label2ans()
+        panels = []
+        for i, answer in enumerate(predicted):
+            fields = {"question": self.decode_text(batch["language_tokens"][i]), "predicted": label2ans[answer]}
+            if "labels" in batch:
+                scores = batch["labels"][i]
+                fields["predicted"] += f" (VQA score {scores[answer].item():.1f})"
+                fields["true"] = f"{label2ans[int(scores.argmax())]} (score {scores.max().item():.1f})"
+            panels.append((batch["image"][i], panel_text(**fields)))
+        return panels

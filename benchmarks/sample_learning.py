@@ -1,0 +1,122 @@
+"""Does the tiny model learn every embedded sample task on CPU? Fit + test each sample config, compare with chance.
+
+    python benchmarks/sample_learning.py                  # all tasks (about 2-5 min each on 2 cores)
+    python benchmarks/sample_learning.py --tasks vqav2 nlvr2
+
+Prints one row per task: wall time of the fit, the key test metric (VQA: best validation score, its test split has
+no answers), and the chance / prior baseline computed from the same data (majority answer, majority class,
+random ranking k/N, most frequent training caption for every image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("imagenet", "vqav2", "nlvr2", "coco_retrieval", "flickr30k", "coco_captioning", "nocaps")
+KEY = {
+    "imagenet": "acc1",
+    "vqav2": "score",
+    "nlvr2": "acc",
+    "coco_retrieval": "average_score",
+    "flickr30k": "average_score",
+    "coco_captioning": "CIDEr",
+    "nocaps": "CIDEr",
+}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def chance(task: str, root: Path) -> float:
+    """The metric a model gets without looking at the image (or at random)."""
+    if task == "imagenet":
+        train = Counter(r["label"] for r in read_jsonl(root / "imagenet.train.index.jsonl"))
+        val = [r["label"] for r in read_jsonl(root / "imagenet.val.index.jsonl")]
+        return 100 * sum(label == train.most_common(1)[0][0] for label in val) / len(val)
+    if task == "vqav2":
+        counts = Counter()
+        for r in read_jsonl(root / "vqa.train.jsonl") + read_jsonl(root / "vqa.trainable_val.jsonl"):
+            for label, score in zip(r["labels"], r["scores"]):
+                counts[label] += score
+        best = counts.most_common(1)[0][0]
+        val = read_jsonl(root / "vqa.rest_val.jsonl")
+        return 100 * sum(dict(zip(r["labels"], r["scores"])).get(best, 0.0) for r in val) / len(val)
+    if task == "nlvr2":
+        train = Counter(r["label"] for r in read_jsonl(root / "nlvr2.train.index.jsonl"))
+        test = [r["label"] for r in read_jsonl(root / "nlvr2.test-P.index.jsonl")]
+        return 100 * sum(label == train.most_common(1)[0][0] for label in test) / len(test)
+    if task in ("coco_retrieval", "flickr30k"):
+        rows = read_jsonl(root / f"{task}.test.jsonl")
+        images = len({r["image_id"] for r in rows})
+        per_image = len(rows) / images
+        tr = [100 * (1 - math.comb(len(rows) - int(per_image), k) / math.comb(len(rows), k)) for k in (1, 5, 10)]
+        ir = [100 * min(k, images) / images for k in (1, 5, 10)]
+        return sum(tr + ir) / 6
+    # captioning: the most frequent training caption for every image
+    from beit3_lightning.data.references import caption_references
+    from beit3_lightning.metrics.caption import cider_d
+
+    coco_root = root if task == "coco_captioning" else root.parent / "coco_captioning"
+    train = caption_references("coco_captioning", coco_root, "train")
+    common = Counter(c.lower() for caps in train.values() for c in caps).most_common(1)[0][0]
+    split = "test" if task == "coco_captioning" else "val"
+    refs = caption_references(task, root, split)
+    return cider_d({i: common for i in refs}, refs)
+
+
+def run(task: str, extra: list[str]) -> tuple[float, float]:
+    config = ROOT / "configs" / "sample" / f"{task}.yaml"
+    out = ROOT / "outputs" / "sample" / task
+    common = ["--config", str(config), "--trainer.enable_progress_bar", "false", *extra]
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "beit3_lightning.cli", "fit", *common],
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    fit_seconds = time.perf_counter() - start
+    best = out / "checkpoints" / "best.ckpt"
+    if task == "vqav2":  # no answers on the test split: report the best validation score
+        ckpt = torch.load(best, map_location="cpu", weights_only=False)
+        state = next(v for k, v in ckpt["callbacks"].items() if "Checkpoint" in k)
+        return fit_seconds, float(state["best_model_score"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "beit3_lightning.cli", "test", *common, "--ckpt_path", str(best)],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    for line in proc.stdout.splitlines():
+        if f"test/{KEY[task]}" in line:
+            return fit_seconds, float(line.split()[-2] if line.strip().endswith("│") else line.split()[-1])
+    raise RuntimeError(f"no test/{KEY[task]} in the output of {task}:\n{proc.stdout[-2000:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("extra", nargs="*", help="extra CLI overrides passed to every run (after --)")
+    args = parser.parse_args()
+    print(f"{'task':16} {'fit s':>7} {'metric':>14} {'value':>8} {'chance':>8}")
+    for task in args.tasks:
+        seconds, value = run(task, args.extra)
+        base = chance(task, ROOT / "data" / "sample" / task)
+        print(f"{task:16} {seconds:7.0f} {KEY[task]:>14} {value:8.2f} {base:8.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

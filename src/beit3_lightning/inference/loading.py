@@ -1,0 +1,269 @@
+"""``load_model``: an official fine-tuned ``.pth`` or one of our Lightning ``.ckpt`` files → a task predictor.
+
+Official files carry only weights, so the architecture comes from their shapes (``checkpoint_info``); Lightning
+checkpoints also carry the task's and the DataModule's hyper-parameters (tokenizer, text length, answer vocabulary
+directory, decoding settings), which become the defaults here. The LightningModule itself is never built, so its
+``init_from`` checkpoint is not read again.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from beit3_lightning.data.tokenizer import BEIT3_SPM_URL, Beit3Tokenizer
+from beit3_lightning.inference.base import Beit3Predictor
+from beit3_lightning.inference.captioning import CaptioningPredictor
+from beit3_lightning.inference.checkpoint_info import HEAD_KEYS, CheckpointInfo, inspect_state_dict
+from beit3_lightning.inference.classification import ImageClassificationPredictor
+from beit3_lightning.inference.reasoning import NLVR2Predictor
+from beit3_lightning.inference.retrieval import RetrievalPredictor
+from beit3_lightning.inference.vqa import VQAPredictor
+from beit3_lightning.modeling.checkpoint import CheckpointError, load_checkpoint, read_state_dict, unwrap_state_dict
+from beit3_lightning.modeling.config import Beit3Config
+from beit3_lightning.modeling.heads import Beit3TaskModel
+from beit3_lightning.modeling.registry import HEADS, TASK_SUFFIX
+from beit3_lightning.processor import TASKS, Beit3Processor, resolve_task
+
+__all__ = ["PREDICTORS", "LoadedCheckpoint", "load_model", "read_checkpoint"]
+
+PREDICTORS: dict[str, type[Beit3Predictor]] = {
+    "imageclassification": ImageClassificationPredictor,
+    "vqav2": VQAPredictor,
+    "nlvr2": NLVR2Predictor,
+    "captioning": CaptioningPredictor,
+    "retrieval": RetrievalPredictor,
+}
+# The reference's --num_max_bpe_tokens default.
+DEFAULT_MAX_TEXT_LEN = 64
+# Rows of text_embed in the released checkpoints and ids of beit3.spm (see cli.py).
+OFFICIAL_MODEL_VOCAB, OFFICIAL_TOKENIZER_VOCAB = 64010, 64002
+LIGHTNING_MODEL_PREFIX = "model."
+# CaptioningTask hyper-parameters that are also CaptioningPredictor defaults.
+DECODING_HPARAMS = ("num_beams", "max_len", "length_penalty")
+
+
+@dataclass
+class LoadedCheckpoint:
+    """Weights plus, for Lightning checkpoints, the task's and the DataModule's hyper-parameters."""
+
+    state: dict[str, Tensor]
+    hparams: dict[str, Any] = field(default_factory=dict)
+    data_hparams: dict[str, Any] = field(default_factory=dict)
+
+
+def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
+    """Read an official ``.pth``, a Lightning ``.ckpt`` (model weights under ``model.*``) or a ``.safetensors``."""
+    path = Path(path)
+    if not path.is_file() or path.suffix == ".safetensors":
+        return LoadedCheckpoint(read_state_dict(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError):
+        return LoadedCheckpoint(read_state_dict(path))  # raises a CheckpointError that explains the failure
+    if not (isinstance(obj, Mapping) and "pytorch-lightning_version" in obj):
+        return LoadedCheckpoint(unwrap_state_dict(obj, source_name=str(path)))
+    state = {
+        k[len(LIGHTNING_MODEL_PREFIX) :]: v
+        for k, v in obj.get("state_dict", {}).items()
+        if k.startswith(LIGHTNING_MODEL_PREFIX)
+    }
+    if not state:
+        raise CheckpointError(
+            f"{path} is a Lightning checkpoint without 'model.*' weights: it was not saved from a beit3_lightning task"
+        )
+    return LoadedCheckpoint(
+        state, dict(obj.get("hyper_parameters") or {}), dict(obj.get("datamodule_hyper_parameters") or {})
+    )
+
+
+# ----- choosing task, architecture and tokenizer ----------------------------------------------------------------
+def choose_task(path: Path, info: CheckpointInfo, task: str | None, saved_task: str | None = None) -> str:
+    """The dataset name of the task: ``task`` when it fits the head, else the saved or first task of the head."""
+    if info.head is None:
+        if not info.other_keys:
+            raise CheckpointError(
+                f"{path} holds a BEiT-3 backbone without a task head (a pretrained checkpoint?). load_model needs a "
+                f"checkpoint fine-tuned for one of {', '.join(TASKS)}; fine-tune it first, e.g. "
+                f"`beit3 fit --config configs/... --model.init_args.init_from {path}`."
+            )
+        raise CheckpointError(
+            f"{path}: the keys outside the backbone {info.other_keys[:8]} match no BEiT-3 task head; expected exactly "
+            + "; ".join(f"{head}: {sorted(keys)[:3]}..." for head, keys in HEAD_KEYS.items())
+        )
+    fitting = [name for name in TASKS if TASK_SUFFIX[name] == info.head]
+    if task is None:
+        return saved_task if saved_task in fitting else fitting[0]
+    wanted = resolve_task(task)
+    if TASK_SUFFIX[wanted] != info.head:
+        raise CheckpointError(
+            f"{path} looks like {info.describe()}, not a {wanted} checkpoint: its head keys are "
+            f"{sorted(HEAD_KEYS[info.head])}, while task={task!r} needs {sorted(HEAD_KEYS[TASK_SUFFIX[wanted]])}. "
+            f"Load it with task={fitting[0]!r} (tasks that fit: {', '.join(fitting)}) or leave task unset."
+        )
+    return wanted
+
+
+def build_config(
+    path: Path, info: CheckpointInfo, model: str | None, img_size: int | None, hparams: Mapping[str, Any]
+) -> Beit3Config:
+    """Backbone config: preset from ``model`` / the Lightning hparams / the shapes; sizes from the state dict."""
+    name = model or hparams.get("model") or info.size
+    if name is None:
+        raise CheckpointError(
+            f"{path}: a backbone of {info.num_layers} layers × {info.embed_dim} dims matches no preset "
+            "(tiny / base / large); pass model='...' naming its preset"
+        )
+    overrides: dict[str, Any] = {"vocab_size": info.vocab_size, "patch_size": info.patch_size}
+    if hparams.get("attn_impl"):
+        overrides["attn_impl"] = hparams["attn_impl"]
+    if img_size is not None:
+        overrides["img_size"] = img_size
+    elif not re.search(r"_\d+$", name):  # a registry-style name such as beit3_base_patch16_480 fixes the size
+        overrides["img_size"] = info.img_size
+    config = Beit3Config.from_name(name, **overrides)
+    if (config.embed_dim, config.num_layers) != (info.embed_dim, info.num_layers):
+        looks = f" (a {info.size!r} model)" if info.size else ""
+        raise CheckpointError(
+            f"model={name!r} has {config.num_layers} layers × {config.embed_dim} dims but {path} holds "
+            f"{info.num_layers} × {info.embed_dim}{looks}; pass the matching model= or leave it unset"
+        )
+    return config
+
+
+def build_tokenizer(
+    path: Path, info: CheckpointInfo, tokenizer: str | Path | Beit3Tokenizer | None, ckpt: LoadedCheckpoint
+) -> Beit3Tokenizer | None:
+    """The tokenizer given, or the one the Lightning checkpoint was trained with; checked against the model."""
+    source = tokenizer
+    if source is None:
+        source = ckpt.data_hparams.get("tokenizer") or ckpt.hparams.get("tokenizer_path")
+    if source is None:
+        if info.head == "imageclassification":
+            return None  # images only
+        raise ValueError(
+            f"{path} is {info.describe()} and needs its tokenizer: pass tokenizer='path/to/beit3.spm' for the "
+            f"official checkpoints ({BEIT3_SPM_URL}) or tokenizer='sample' for models trained on the sample data"
+        )
+    tok = source if isinstance(source, Beit3Tokenizer) else Beit3Tokenizer(source)
+    if tok.vocab_size > info.vocab_size:
+        raise ValueError(
+            f"the tokenizer {tok.path} has {tok.vocab_size} ids but the model in {path} embeds only "
+            f"{info.vocab_size}: it is not the tokenizer this model was trained with"
+        )
+    if info.vocab_size == OFFICIAL_MODEL_VOCAB and tok.vocab_size != OFFICIAL_TOKENIZER_VOCAB:
+        warnings.warn(
+            f"{path} has the official 64010-row text embedding but the tokenizer {tok.path} has {tok.vocab_size} "
+            f"ids; official checkpoints need beit3.spm ({BEIT3_SPM_URL})",
+            UserWarning,
+            stacklevel=3,
+        )
+    return tok
+
+
+def build_network(info: CheckpointInfo, config: Beit3Config) -> Beit3TaskModel:
+    """The head model with uninitialised weights, to be filled by a strict load.
+
+    The official random init of a base model takes tens of seconds on a CPU (truncated normals) and is then
+    overwritten, so the modules are built on the meta device and only allocated on the CPU.
+    """
+    head_kwargs = {"num_classes": info.num_classes} if info.num_classes is not None else {}
+    with torch.device("meta"):
+        network = HEADS[info.head](config, **head_kwargs)
+    return network.to_empty(device="cpu")
+
+
+def task_defaults(info: CheckpointInfo, ckpt: LoadedCheckpoint) -> dict[str, Any]:
+    """Predictor arguments a Lightning checkpoint implies: decoding settings, the VQA answer vocabulary."""
+    defaults: dict[str, Any] = {}
+    if info.head == "captioning":
+        defaults = {key: ckpt.hparams[key] for key in DECODING_HPARAMS if key in ckpt.hparams}
+    if info.head == "vqav2" and ckpt.data_hparams:
+        index_dir = ckpt.data_hparams.get("index_dir") or ckpt.data_hparams.get("root")
+        answers = Path(index_dir) / "answer2label.txt" if index_dir else None
+        if answers is not None and answers.is_file():
+            defaults["answers"] = answers
+        elif answers is not None:
+            defaults["answers_hint"] = f"{answers}, the training DataModule's answer2label.txt"
+    return defaults
+
+
+def _check_task_kwargs(predictor_class: type[Beit3Predictor], task: str, kwargs: Mapping[str, Any]) -> None:
+    params = inspect.signature(predictor_class.__init__).parameters
+    accepted = {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(set(kwargs) - accepted - {"answers_hint"})
+    if unknown:
+        accepted_text = ", ".join(sorted(accepted - {"answers_hint"})) or "none"
+        raise TypeError(f"load_model(task={task!r}): unknown argument(s) {unknown}; this task accepts: {accepted_text}")
+
+
+# ----- the entry point ------------------------------------------------------------------------------------------
+def load_model(
+    path: str | Path,
+    task: str | None = None,
+    tokenizer: str | Path | Beit3Tokenizer | None = None,
+    device: str | torch.device = "cpu",
+    img_size: int | None = None,
+    model: str | None = None,
+    max_text_len: int | None = None,
+    batch_size: int = 32,
+    **task_kwargs: Any,
+) -> Beit3Predictor:
+    """Load a fine-tuned checkpoint as a predictor in eval mode on ``device``.
+
+    Args:
+        path: an official fine-tuned ``.pth`` (e.g. ``beit3_base_patch16_480_vqa.pth``), a Lightning ``.ckpt``
+            saved by ``beit3 fit``, or a ``.safetensors`` file with official key names.
+        task: one of ``imagenet, vqav2, nlvr2, coco_captioning, nocaps, coco_retrieval, flickr30k`` (aliases
+            ``classification``, ``vqa``, ``captioning``, ``retrieval``). ``None``: read from the checkpoint. A task
+            whose head the file lacks raises ``CheckpointError`` naming the task that fits.
+        tokenizer: sentencepiece model (``beit3.spm`` for official checkpoints, ``"sample"`` for the sample
+            models); Lightning checkpoints default to the one they were trained with. Not needed for ImageNet.
+        device: where the model runs (``"cpu"``, ``"cuda"``, ...).
+        img_size: input resolution; default: the checkpoint's (the position table is resized when it differs).
+        model: backbone preset ``tiny``/``base``/``large`` (or ``beit3_base_patch16_480``); default: from the shapes.
+        max_text_len: text length in tokens incl. ``<s>``/``</s>``; default: the training DataModule's, else 64.
+        batch_size: inputs per forward pass.
+        **task_kwargs: per task: ``labels=`` (ImageNet class names, list or file), ``answers=`` (VQA
+            ``answer2label.txt`` or list), ``num_beams=`` / ``max_len=`` / ``length_penalty=`` (captioning).
+
+    Returns:
+        An :class:`ImageClassificationPredictor`, :class:`VQAPredictor`, :class:`NLVR2Predictor`,
+        :class:`CaptioningPredictor` or :class:`RetrievalPredictor`.
+    """
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    try:
+        info = inspect_state_dict(ckpt.state)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    task = choose_task(path, info, task, ckpt.data_hparams.get("task"))
+    predictor_class = PREDICTORS[info.head]
+    kwargs = {**task_defaults(info, ckpt), **task_kwargs}
+    _check_task_kwargs(predictor_class, task, kwargs)
+
+    config = build_config(path, info, model, img_size, ckpt.hparams)
+    network = build_network(info, config)
+    report = load_checkpoint(network, ckpt.state)  # strict: any key that does not fit raises CheckpointError
+    if report.allowed_missing:  # never with the default arguments; guards the uninitialised tensors
+        raise CheckpointError(f"{path} leaves weights unset: {report.allowed_missing}")
+
+    data = ckpt.data_hparams
+    processor = Beit3Processor(
+        build_tokenizer(path, info, tokenizer, ckpt),
+        img_size=config.img_size,
+        task=task,
+        max_text_len=max_text_len or data.get("max_text_len") or DEFAULT_MAX_TEXT_LEN,
+        interpolation=data.get("interpolation", "bicubic"),
+        crop_pct=data.get("crop_pct", 1.0),
+    )
+    return predictor_class(network, processor, task, device=device, batch_size=batch_size, source=path, **kwargs)

@@ -1,0 +1,50 @@
+"""The notebooks run top to bottom on the CPU (quick mode) without errors, and are committed without outputs.
+
+Each notebook runs with its working directory in a temporary folder that links to the repository's ``configs``, so
+the sample data and the training runs it writes land there, not in the checkout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbclient  # the dev extra (with nbformat and ipykernel)
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+TIMEOUT_PER_CELL_S = 240
+
+
+def test_the_three_notebooks_exist():
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_quickstart.ipynb",
+        "02_inference.ipynb",
+        "03_embeddings_and_retrieval.ipynb",
+    ]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs(path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code, "a notebook without code"
+    assert all(not cell.outputs and cell.execution_count is None for cell in code), "clear the outputs"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs(path, tmp_path):
+    (tmp_path / "configs").symlink_to(REPO / "configs", target_is_directory=True)
+    notebook = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook, timeout=TIMEOUT_PER_CELL_S, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()  # raises CellExecutionError naming the failing cell
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    # The notebooks show pictures: at least one PNG came out.
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert (tmp_path / "data" / "sample").is_dir(), "the sample data should be written under the working directory"
