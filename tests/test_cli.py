@@ -1,0 +1,107 @@
+"""The ``beit3`` command: help texts, ``prepare``, ``--print_config`` and the data → model argument links."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from beit3_lightning.cli import OFFICIAL_MODEL_VOCAB, main, make_cli, model_vocab_size
+from beit3_lightning.tasks import RetrievalTask, VQATask
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "sample"
+
+
+@pytest.fixture(autouse=True)
+def plain_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LightningCLI warns when it gets ``args`` while sys.argv holds pytest's options."""
+    monkeypatch.setattr("sys.argv", ["beit3"])
+
+
+def help_text(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """stdout of ``beit3 <args>`` for a command that prints and exits with status 0."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_top_level_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text(["--help"], capsys)
+    for word in ("fit", "validate", "test", "predict", "prepare"):
+        assert word in text
+
+
+def test_fit_help_lists_model_data_trainer_and_callback_options(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text(["fit", "--help"], capsys)
+    for option in ("--model", "--data", "--trainer.max_epochs", "--trainer.accumulate_grad_batches",
+                   "--checkpoint.monitor", "--checkpoint.save_last", "--ckpt_path", "--seed_everything"):  # fmt: skip
+        assert option in text, option
+
+
+def test_prepare_help_lists_the_datasets(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text(["prepare", "--help"], capsys)
+    for dataset in ("imagenet", "vqav2", "nlvr2", "coco_captioning", "nocaps", "coco_retrieval", "flickr30k"):
+        assert dataset in text
+
+
+def test_print_config_shows_the_linked_and_default_values(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text(["fit", "--config", str(CONFIGS / "vqav2.yaml"), "--print_config"], capsys)
+    config = yaml.safe_load(text)
+    assert config["model"]["class_path"] == "beit3_lightning.tasks.VQATask"
+    assert config["model"]["init_args"]["lr"] == 1e-3
+    assert config["data"]["init_args"]["img_size"] == 48
+    assert config["trainer"]["max_epochs"] == 10
+    assert config["checkpoint"]["save_last"] is True
+
+
+def sample_cli(config: str, root: Path, *extra: str):
+    args = ["--config", str(CONFIGS / config), "--data.init_args.root", str(root), "--data.init_args.img_size", "32"]
+    return make_cli([*args, *extra], run=False)
+
+
+def test_model_takes_img_size_vocab_and_answers_from_the_datamodule(sample_dataset: Callable[[str], Path]) -> None:
+    cli = sample_cli("vqav2.yaml", sample_dataset("vqav2"))
+    model, data = cli.model, cli.datamodule
+    assert isinstance(model, VQATask)
+    assert model.config.img_size == data.img_size == 32
+    assert model.config.vocab_size == data.vocab_size == 1002  # the sample tokenizer
+    assert model.model.head[-1].out_features == data.num_answers == len(data.label2ans)
+    # The vision position table matches: 2 × 2 patches + CLS + 2 offset rows.
+    assert model.model.beit3.encoder.embed_positions.A.weight.shape[0] == 7
+
+
+def test_an_explicit_model_img_size_is_overridden_by_the_data_one(sample_dataset: Callable[[str], Path]) -> None:
+    """Documented behaviour: the data side is the single source; ``--model.init_args.img_size`` is ignored."""
+    cli = sample_cli("vqav2.yaml", sample_dataset("vqav2"), "--model.init_args.img_size", "64")
+    assert cli.model.config.img_size == cli.datamodule.img_size == 32
+
+
+def test_tasks_without_classes_get_no_num_classes(sample_dataset: Callable[[str], Path]) -> None:
+    cli = sample_cli("coco_retrieval.yaml", sample_dataset("coco_retrieval"))
+    assert isinstance(cli.model, RetrievalTask)
+    assert cli.model.config.img_size == 32 and cli.model.config.vocab_size == 1002
+
+
+def test_the_official_tokenizer_maps_to_the_checkpoints_64010_rows() -> None:
+    assert model_vocab_size(64002) == OFFICIAL_MODEL_VOCAB == 64010
+    assert model_vocab_size(1002) == 1002
+
+
+def test_validate_from_a_checkpoint_of_a_task_without_classes(
+    sample_dataset: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Lightning re-parses the checkpoint's hyperparameters on ``--ckpt_path``; the ``num_classes`` link must not
+    leave a ``num_classes: None`` there that RetrievalTask would reject."""
+    root = sample_dataset("coco_retrieval")
+    args = ["--config", str(CONFIGS / "coco_retrieval.yaml"), "--data.init_args.root", str(root),
+            "--data.init_args.img_size", "32", "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps",
+            "0", "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    main(["fit", *args])
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert "num_classes" not in torch.load(ckpt, weights_only=False)["hyper_parameters"]
+    main(["validate", *args, "--ckpt_path", str(ckpt)])
