@@ -65,6 +65,17 @@ class SaveEvalMetrics(L.Callback):
         self._save(trainer)
 
 
+class CompareStepEstimate(L.Callback):
+    """Records our total step count next to Lightning's ``estimated_stepping_batches`` (into ``out``)."""
+
+    def __init__(self, out: str):
+        self.out = out
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        values = [pl_module.total_training_steps(), trainer.estimated_stepping_batches]
+        Path(self.out).write_text(json.dumps(values))
+
+
 def callback_arg(cls: type, **init_args: Any) -> str:
     """``--trainer.callbacks+=`` argument instantiating one of the callbacks above."""
     return "--trainer.callbacks+=" + json.dumps({"class_path": f"{__name__}.{cls.__name__}", "init_args": init_args})
@@ -152,17 +163,42 @@ def test_resume_from_an_epoch_end_checkpoint_equals_an_uninterrupted_run(
         assert str(resumed[key]) == str(uninterrupted[key]), key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the train DataLoader is not resumable: Lightning restarts the epoch's iterator from its first batch "
-    "after a mid-epoch checkpoint, so the resumed run trains on different batches (Beit3DataModule must give the "
-    "train loader state_dict/load_state_dict that skip the batches already consumed)",
-)
 def test_resume_mid_epoch_equals_an_uninterrupted_run(
     vqa_root: Path, uninterrupted: dict[str, Any], tmp_path: Path
 ) -> None:
     # Crash during step 9; the last checkpoint is from step 8, two batches into epoch 1.
     assert_same_weights(crash_and_resume(vqa_root, tmp_path, crash_after=9), uninterrupted)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--trainer.accumulate_grad_batches", "4"],
+        ["--trainer.limit_train_batches", "0.5", "--trainer.accumulate_grad_batches", "3"],
+        ["--trainer.max_steps", "5"],
+    ],
+)
+def test_step_count_without_building_the_loader_equals_lightnings_estimate(vqa_root, tmp_path, extra):
+    """The schedule length is computed from the dataset size (so the loader is built after a checkpoint restore)."""
+    out = tmp_path / "steps.json"
+    args = sample_args(
+        "vqav2.yaml", vqa_root, tmp_path / "run", callback_arg(CompareStepEstimate, out=str(out)), *extra
+    )
+    main(
+        [
+            "fit",
+            *args,
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.fast_dev_run",
+            "false",
+        ]
+    )
+    ours, lightning = json.loads(out.read_text())
+    assert ours == lightning
 
 
 # ----- non-finite loss ------------------------------------------------------------------------------------------

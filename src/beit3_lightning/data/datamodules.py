@@ -14,6 +14,7 @@ All DataModules share :class:`Beit3DataModule`. Compared with the reference load
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from pathlib import Path
@@ -42,6 +43,7 @@ __all__ = [
     "Beit3DataModule",
     "CaptioningDataModule",
     "EpochDistributedSampler",
+    "ResumableDataLoader",
     "ImageNetDataModule",
     "NLVR2DataModule",
     "RetrievalDataModule",
@@ -53,12 +55,46 @@ Stage = Literal["fit", "validate", "test", "predict"] | None
 
 
 class EpochDistributedSampler(DistributedSampler):
-    """``DistributedSampler`` whose ``set_epoch`` (called by Lightning every epoch) also sets the dataset's epoch."""
+    """``DistributedSampler`` whose ``set_epoch`` (called by Lightning every epoch) also sets the dataset's epoch,
+    and which can skip the start of one epoch (resuming from a mid-epoch checkpoint)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._skip: tuple[int, int] | None = None  # (epoch, samples of this rank to skip)
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
+
+    def skip_in_epoch(self, epoch: int, num_samples: int) -> None:
+        """Leave out the first ``num_samples`` indices of this rank in ``epoch`` (once)."""
+        self._skip = (epoch, num_samples)
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        if self._skip is not None and self._skip[0] == self.epoch:
+            indices = indices[self._skip[1] :]
+            self._skip = None
+        return iter(indices)
+
+
+class ResumableDataLoader(DataLoader):
+    """Train loader whose position inside an epoch goes into Lightning checkpoints (``state_dict`` /
+    ``load_state_dict``), so a run resumed from a mid-epoch checkpoint trains on exactly the batches it would have.
+
+    ``progress`` returns how many batches of the current epoch the trainer has trained on (Lightning reads one batch
+    ahead, so the loader's own count would be one too many).
+    """
+
+    progress: Any = None
+
+    def state_dict(self) -> dict[str, int]:
+        done = int(self.progress()) if self.progress is not None else 0
+        return {"epoch": int(self.sampler.epoch), "batches_done": done, "batch_size": int(self.batch_size)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.skip_in_epoch(state["epoch"], state["batches_done"] * state["batch_size"])
 
 
 def seed_worker(worker_id: int) -> None:
@@ -215,8 +251,8 @@ class Beit3DataModule(L.LightningDataModule):
             self.dataset(split)
 
     # -- loaders -------------------------------------------------------------------------------------------------
-    def _loader(self, dataset: Beit3Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
-        return DataLoader(
+    def _loader(self, dataset: Beit3Dataset, batch_size: int, cls: type[DataLoader] = DataLoader, **kwargs: Any):
+        return cls(
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
@@ -237,7 +273,19 @@ class Beit3DataModule(L.LightningDataModule):
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = EpochDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed)
         sampler.set_epoch(dataset.epoch)
-        return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
+        loader = self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True, cls=ResumableDataLoader)
+        loader.progress = self._batches_trained_this_epoch
+        return loader
+
+    def _batches_trained_this_epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
+
+    def num_train_batches(self) -> int:
+        """Training batches per epoch on this process (``drop_last``), without building the loader."""
+        trainer = getattr(self, "trainer", None)
+        world_size = trainer.world_size if trainer is not None else 1
+        return math.ceil(len(self.dataset("train")) / world_size) // self.batch_size
 
     def _eval_loader(self, split: str) -> DataLoader:
         return self._loader(self.dataset(split), self.eval_batch_size, shuffle=False, drop_last=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
 from typing import Any, ClassVar
 
@@ -122,10 +123,27 @@ class Beit3Task(L.LightningModule):
             head_lr_scale=hp.head_lr_scale,
         )
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        total = max(self.total_training_steps(), 1)
         warmup = hp.warmup_steps if hp.warmup_steps >= 0 else round(hp.warmup_epochs * total / self.trainer.max_epochs)
         scheduler = build_scheduler(optimizer, total_steps=total, warmup_steps=min(warmup, total - 1), min_lr=hp.min_lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def total_training_steps(self) -> int:
+        """Optimiser steps of the whole run, as ``trainer.estimated_stepping_batches`` counts them.
+
+        With our DataModules it is computed from the dataset size instead of by building the train loader: Lightning
+        would build (and start reading) it before restoring a checkpoint, which makes a mid-epoch resume start the
+        epoch over. Other data sources fall back to Lightning's estimate.
+        """
+        trainer = self.trainer
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "num_train_batches"):
+            return int(trainer.estimated_stepping_batches)
+        batches = datamodule.num_train_batches()
+        limit = trainer.limit_train_batches
+        batches = min(batches, int(limit)) if isinstance(limit, int) else int(batches * limit)
+        steps = math.ceil(batches / trainer.accumulate_grad_batches) * max(trainer.max_epochs or 1, 1)
+        return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
 
     def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
         # Runs once per optimiser step (after it), not per micro-batch under gradient accumulation.
