@@ -251,3 +251,27 @@ def test_ddp_training_then_ddp_validation_equals_one_process(
     assert double.keys() == single.keys()
     for key in single:
         assert double[key] == pytest.approx(single[key], abs=1e-4), key
+
+
+class WorseEveryEpoch(L.Callback):
+    """Makes the key metric fall every validation, so only epoch 0 is ever 'best'."""
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        trainer.callback_metrics["val/score"] = torch.tensor(-float(trainer.current_epoch))
+
+
+def test_last_checkpoint_is_the_final_step_even_when_it_is_not_the_best(vqa_root, tmp_path):
+    out = tmp_path / "run"
+    args = sample_args("vqav2.yaml", vqa_root, out, callback_arg(WorseEveryEpoch), "--trainer.max_epochs", "3")
+    main(["fit", *args])
+    last, best = load(out / "checkpoints" / "last.ckpt"), load(out / "checkpoints" / "best.ckpt")
+    assert last["global_step"] == 3 * STEPS_PER_EPOCH
+    assert best["global_step"] == STEPS_PER_EPOCH
+
+
+def test_a_run_without_logger_trains(vqa_root, tmp_path):
+    args = sample_args(
+        "vqav2.yaml", vqa_root, tmp_path / "run", "--trainer.logger", "false", "--trainer.max_epochs", "1"
+    )
+    main(["fit", *args])
+    assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == STEPS_PER_EPOCH

@@ -56,9 +56,41 @@ class KeyMetricCheckpoint(ModelCheckpoint):
             if self.filename is None:
                 self.filename = "best"
             self.auto_insert_metric_name = False
+            # The key metric is a validation metric: save after validation, not at the end of the training epoch
+            # (Lightning may pick the latter before it knows the run validates, and then never finds the metric).
+            if self._save_on_train_epoch_end is None and trainer.limit_val_batches != 0:
+                self._save_on_train_epoch_end = False
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
         super().setup(trainer, pl_module, stage)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        # Lightning writes last.ckpt only at steps where a top-k checkpoint was saved: when the final epochs do not
+        # improve the key metric, last.ckpt would stay behind the run. Keep it current.
+        if (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self._last_global_step_saved != trainer.global_step
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class LoggerOptionalLRMonitor(LearningRateMonitor):
+    """``LearningRateMonitor`` that does nothing when the run has no logger (``--trainer.logger false``) instead of
+    failing at start."""
+
+    def on_train_start(self, trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer, *args, **kwargs) -> None:
+        if trainer.loggers:
+            super().on_train_epoch_start(trainer, *args, **kwargs)
 
 
 class Beit3CLI(LightningCLI):
@@ -67,7 +99,7 @@ class Beit3CLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(KeyMetricCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1})
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.add_lightning_class_args(LoggerOptionalLRMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         # `beit3 predict` writes submit_<task>_<split>.json / embeddings_<task>_<split>.pt (--predictions.*).
         parser.add_lightning_class_args(PredictionWriter, "predictions")
