@@ -98,7 +98,10 @@ class Beit3CLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(KeyMetricCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1})
+        # Fixed names that a new run into the same directory overwrites (not best-v1.ckpt next to a stale best.ckpt).
+        parser.set_defaults(
+            {"checkpoint.save_last": True, "checkpoint.save_top_k": 1, "checkpoint.enable_version_counter": False}
+        )
         parser.add_lightning_class_args(LoggerOptionalLRMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         # `beit3 predict` writes submit_<task>_<split>.json / embeddings_<task>_<split>.pt (--predictions.*).
