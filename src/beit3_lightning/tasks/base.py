@@ -56,6 +56,8 @@ class Beit3Task(L.LightningModule):
 
     task: ClassVar[str] = ""
     key_metric: ClassVar[str] = ""
+    # Factor applied to a metric that computes a single value (NLVR2's accuracy fraction → percent, as the reference).
+    metric_scale: ClassVar[float] = 1.0
     # Normalisation of the task's input images (to show them in TensorBoard): mean = std = 0.5 for VL tasks.
     image_mean: ClassVar[tuple[float, float, float]] = IMAGENET_INCEPTION_MEAN
     image_std: ClassVar[tuple[float, float, float]] = IMAGENET_INCEPTION_STD
@@ -182,11 +184,27 @@ class Beit3Task(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
         return loss
 
+    # ----- evaluation: subclasses implement ``eval_step`` and set ``val_metric`` / ``test_metric`` -------------------
+    def eval_step(self, batch: dict[str, Any], metric: Metric, stage: str) -> None:
+        raise NotImplementedError
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.eval_step(batch, self.val_metric, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.eval_step(batch, self.test_metric, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_metric_dict("val", self.val_metric)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_metric_dict("test", self.test_metric)
+
     def log_metric_dict(self, stage: str, metric: Metric) -> dict[str, torch.Tensor]:
         """Compute an epoch metric (a value or a dict of values), log it as ``{stage}/{name}``, reset it."""
         values = metric.compute()
         if not isinstance(values, dict):
-            values = {self.key_metric: values}
+            values = {self.key_metric: values * self.metric_scale}
         values = {f"{stage}/{name}": value for name, value in values.items()}
         self.log_dict(values, prog_bar=stage == "val", sync_dist=False)
         metric.reset()

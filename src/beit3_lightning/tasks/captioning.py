@@ -48,8 +48,8 @@ class CaptioningTask(Beit3Task):
         self.attach_model(Beit3ForCaptioning(self.config))
         self.loss_fn = CaptioningLoss(label_smoothing, drop_worst_ratio, drop_worst_after)
         self._tokenizer = Beit3Tokenizer(tokenizer_path) if tokenizer_path else None
-        self.val_captions = CaptionMetric()
-        self.test_captions = CaptionMetric()
+        self.val_metric = CaptionMetric()
+        self.test_metric = CaptionMetric()
 
     # ----- tokenizer and references come from the DataModule when there is one --------------------------------
     @property
@@ -66,8 +66,8 @@ class CaptioningTask(Beit3Task):
         if datamodule is None:
             return
         task, root = datamodule.task, datamodule.root
-        self.val_captions.set_references(lambda: caption_references(task, root, "val"))
-        self.test_captions.set_references(lambda: caption_references(task, root, datamodule.test_split))
+        self.val_metric.set_references(lambda: caption_references(task, root, "val"))
+        self.test_metric.set_references(lambda: caption_references(task, root, datamodule.test_split))
 
     # ----- training --------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -94,20 +94,8 @@ class CaptioningTask(Beit3Task):
         )
         return tokenizer.batch_decode(ids)
 
-    def _eval_step(self, batch: dict[str, Any], metric: CaptionMetric) -> None:
+    def eval_step(self, batch: dict[str, Any], metric: CaptionMetric, stage: str) -> None:
         metric.update(batch["image_id"], self.generate(batch["image"]))
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_captions)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_captions)
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_metric_dict("val", self.val_captions)
-
-    def on_test_epoch_end(self) -> None:
-        self.log_metric_dict("test", self.test_captions)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """``[{"image_id", "caption"}]`` — the submission format of COCO and NoCaps."""
@@ -119,7 +107,7 @@ class CaptioningTask(Beit3Task):
         batch = first_items(batch, num_samples)
         captions = self.generate(batch["image"])
         if getattr(self, "_panel_references", None) is None:  # read once: the Karpathy file is large
-            references = self.val_captions.references
+            references = self.val_metric.references
             self._panel_references = (references() if callable(references) else references) or {}
         panels = []
         for image, image_id, caption in zip(batch["image"], batch["image_id"].tolist(), captions):

@@ -56,8 +56,8 @@ class ImageClassificationTask(Beit3Task):
                 label_smoothing=label_smoothing,
                 num_classes=num_classes,
             )
-        self.val_acc = TopKAccuracy(top_k=(1, 5))
-        self.test_acc = TopKAccuracy(top_k=(1, 5))
+        self.val_metric = TopKAccuracy(top_k=(1, 5))
+        self.test_metric = TopKAccuracy(top_k=(1, 5))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(image)
@@ -73,22 +73,10 @@ class ImageClassificationTask(Beit3Task):
             loss = F.cross_entropy(self(image).float(), label)
         return self.log_train_loss(loss, batch)
 
-    def _eval_step(self, batch: dict[str, Any], metric: TopKAccuracy, stage: str) -> None:
+    def eval_step(self, batch: dict[str, Any], metric: TopKAccuracy, stage: str) -> None:
         logits = self(batch["image"])
         self.log(f"{stage}/loss", F.cross_entropy(logits.float(), batch["label"]), batch_size=len(logits))
         metric.update(logits, batch["label"])
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_acc, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_acc, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_metric_dict("val", self.val_acc)
-
-    def on_test_epoch_end(self) -> None:
-        self.log_metric_dict("test", self.test_acc)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         probs = self(batch["image"]).float().softmax(-1)

@@ -21,13 +21,14 @@ class NLVR2Task(Beit3Task):
 
     task = "nlvr2"
     key_metric = "acc"
+    metric_scale = 100.0
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.attach_model(Beit3ForVisualReasoning(self.config, num_classes=2))
         # Percent, as the reference reports it; micro average = plain accuracy.
-        self.val_acc = MulticlassAccuracy(num_classes=2, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes=2, average="micro")
+        self.val_metric = MulticlassAccuracy(num_classes=2, average="micro")
+        self.test_metric = MulticlassAccuracy(num_classes=2, average="micro")
 
     def forward(self, image, image2, language_tokens, padding_mask) -> torch.Tensor:
         return self.model(image, image2, language_tokens, padding_mask)
@@ -41,26 +42,10 @@ class NLVR2Task(Beit3Task):
         self.log("train/acc", (logits.argmax(-1) == batch["label"]).float().mean() * 100, batch_size=len(logits))
         return self.log_train_loss(loss, batch)
 
-    def _eval_step(self, batch: dict[str, Any], metric: MulticlassAccuracy, stage: str) -> None:
+    def eval_step(self, batch: dict[str, Any], metric: MulticlassAccuracy, stage: str) -> None:
         logits = self._logits(batch)
         self.log(f"{stage}/loss", F.cross_entropy(logits.float(), batch["label"]), batch_size=len(logits))
         metric.update(logits, batch["label"])
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_acc, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_acc, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_percent("val", self.val_acc)
-
-    def on_test_epoch_end(self) -> None:
-        self.log_percent("test", self.test_acc)
-
-    def log_percent(self, stage: str, metric: MulticlassAccuracy) -> None:
-        self.log(f"{stage}/acc", metric.compute() * 100, prog_bar=stage == "val")
-        metric.reset()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         probs = self._logits(batch).float().softmax(-1)[:, 1].tolist()

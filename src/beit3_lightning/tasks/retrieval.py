@@ -30,8 +30,8 @@ class RetrievalTask(Beit3Task):
         super().__init__(**kwargs)
         self.attach_model(Beit3ForRetrieval(self.config))
         self.clip_loss = ClipLoss()
-        self.val_recall = ImageTextRetrievalRecall()
-        self.test_recall = ImageTextRetrievalRecall()
+        self.val_metric = ImageTextRetrievalRecall()
+        self.test_metric = ImageTextRetrievalRecall()
 
     def forward(self, image=None, text_description=None, padding_mask=None):
         return self.model(image=image, text_description=text_description, padding_mask=padding_mask)
@@ -49,23 +49,11 @@ class RetrievalTask(Beit3Task):
         self.log("train/logit_scale", self.model.logit_scale.exp(), batch_size=len(image_emb))
         return self.log_train_loss(out.loss, batch)
 
-    def _eval_step(self, batch: dict[str, Any], metric: ImageTextRetrievalRecall) -> None:
+    def eval_step(self, batch: dict[str, Any], metric: ImageTextRetrievalRecall, stage: str) -> None:
         image_emb, text_emb = self(batch["image"], batch["language_tokens"], batch["padding_mask"])
         metric.update(
             batch["image_id"], image_feats=image_emb.float(), text_feats=text_emb.float(), text_ids=batch["index"]
         )
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_recall)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_recall)
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_metric_dict("val", self.val_recall)
-
-    def on_test_epoch_end(self) -> None:
-        self.log_metric_dict("test", self.test_recall)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         image_emb, text_emb = self(batch["image"], batch["language_tokens"], batch["padding_mask"])

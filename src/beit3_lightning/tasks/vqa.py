@@ -27,8 +27,8 @@ class VQATask(Beit3Task):
     def __init__(self, num_classes: int = 3129, **kwargs: Any):
         super().__init__(**kwargs)
         self.attach_model(Beit3ForVisualQuestionAnswering(self.config, num_classes=num_classes))
-        self.val_score = VQAScore()
-        self.test_score = VQAScore()
+        self.val_metric = VQAScore()
+        self.test_metric = VQAScore()
 
     def forward(self, image: torch.Tensor, question: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         return self.model(image, question, padding_mask)
@@ -40,27 +40,15 @@ class VQATask(Beit3Task):
         loss = vqa_bce_loss(self._logits(batch), batch["labels"])
         return self.log_train_loss(loss, batch)
 
-    def _eval_step(self, batch: dict[str, Any], metric: VQAScore, stage: str) -> None:
+    def eval_step(self, batch: dict[str, Any], metric: VQAScore, stage: str) -> None:
+        if "labels" not in batch:
+            raise ValueError(
+                f"the VQAv2 {stage} split has no answers to score; use `beit3 predict` to write the submission "
+                "file, or evaluate a split with annotations"
+            )
         logits = self._logits(batch)
         self.log(f"{stage}/loss", vqa_bce_loss(logits, batch["labels"]), batch_size=len(logits))
         metric.update(logits, batch["labels"])
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_score, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if "labels" not in batch:
-            raise ValueError(
-                "the VQAv2 test split has no answers to score; use `beit3 predict` to write the submission file, "
-                "or test on a split with annotations"
-            )
-        self._eval_step(batch, self.test_score, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_metric_dict("val", self.val_score)
-
-    def on_test_epoch_end(self) -> None:
-        self.log_metric_dict("test", self.test_score)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """``[{"question_id", "answer"}]`` — the EvalAI submission format (answers need ``label2ans``)."""
