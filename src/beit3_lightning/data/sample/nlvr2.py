@@ -16,15 +16,19 @@ from .scene import Scene, random_scene
 from .texts import Statement, sentence, statement_templates
 
 # (split, number of statements); train images live in numbered sub-directories as in the official release.
-SPLITS: tuple[tuple[str, int], ...] = (("train", 1600), ("dev", 160), ("test1", 160))
+SPLITS: tuple[tuple[str, int], ...] = (("train", 3000), ("dev", 200), ("test1", 200))
 TRAIN_DIRECTORIES = 10
 _SEED = 303
+# One object drawn over the whole image per side: with cell-sized objects (or statements naming one of several
+# colours) a randomly initialised tiny model stayed at 50% for hundreds of steps; this design reaches ~100% dev
+# accuracy in ~350 steps (measured). Every statement is still True for half of its pairs, so text alone gives 50%.
+_OBJECTS_PER_IMAGE = (1, 1)
 _MAX_TRIES = 10_000
 
 
 def _pair_with_label(rng: random.Random, statement: Statement, label: bool) -> tuple[Scene, Scene]:
     for _ in range(_MAX_TRIES):
-        left, right = random_scene(rng), random_scene(rng)
+        left, right = random_scene(rng, *_OBJECTS_PER_IMAGE), random_scene(rng, *_OBJECTS_PER_IMAGE)
         if statement.holds(left, right) == label:
             return left, right
     raise RuntimeError(f"could not draw a scene pair where {statement.text!r} is {label}")  # pragma: no cover
@@ -60,7 +64,7 @@ def generate_nlvr2(root: Path) -> None:
                 directory = pair_index % TRAIN_DIRECTORIES
                 record["directory"] = directory
                 folder = folder / str(directory)
-            save_image(left.render(), folder / f"{pair_id}-img0.png")
-            save_image(right.render(), folder / f"{pair_id}-img1.png")
+            save_image(left.render_large(), folder / f"{pair_id}-img0.png")
+            save_image(right.render_large(), folder / f"{pair_id}-img1.png")
             records.append(record)
         write_json_lines(root / "nlvr" / "nlvr2" / "data" / f"{split}.json", records)

@@ -95,6 +95,16 @@ class Scene:
             draw_shape(draw, obj.shape, COLORS[obj.color], col * CELL, row * CELL, CELL)
         return image
 
+    def render_large(self) -> Image.Image:
+        """Draw the scene's single object over the whole 48x48 image (the sample NLVR2 pictures)."""
+        if len(self.objects) != 1:
+            raise ValueError(f"render_large draws one object, the scene has {len(self.objects)}")
+        grey = self.background
+        image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (grey, grey, grey))
+        obj = self.objects[0]
+        draw_shape(ImageDraw.Draw(image), obj.shape, COLORS[obj.color], 0, 0, IMAGE_SIZE)
+        return image
+
 
 def draw_shape(
     draw: ImageDraw.ImageDraw, shape: str, rgb: tuple[int, int, int], left: int, top: int, size: int
