@@ -9,6 +9,7 @@ from index_fixtures import read_jsonl
 
 from beit3_lightning.data.prepare import build_parser, main
 from beit3_lightning.data.sample import generate_sample_raw
+from beit3_lightning.data.sample.nlvr2 import SPLITS as NLVR2_SPLITS
 from beit3_lightning.data.tokenizer import Beit3Tokenizer
 
 
@@ -16,7 +17,8 @@ def test_prepare_sample_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["sample", "--data-root", str(tmp_path), "--datasets", "nlvr2", "nocaps"]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(tmp_path / "nlvr2"), str(tmp_path / "nocaps")]
-    assert len(read_jsonl(tmp_path / "nlvr2" / "nlvr2.dev.index.jsonl")) == 160
+    dev_statements = dict(NLVR2_SPLITS)["dev"]  # every generated dev statement is indexed
+    assert len(read_jsonl(tmp_path / "nlvr2" / "nlvr2.dev.index.jsonl")) == dev_statements
     assert (tmp_path / "nocaps" / "nocaps.test.jsonl").is_file()
     assert not (tmp_path / "vqav2").exists()
 
