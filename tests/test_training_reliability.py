@@ -72,7 +72,8 @@ class CompareStepEstimate(L.Callback):
         self.out = out
 
     def on_train_start(self, trainer, pl_module) -> None:
-        values = [pl_module.total_training_steps(), trainer.estimated_stepping_batches]
+        schedule = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+        values = [pl_module.total_training_steps(), trainer.estimated_stepping_batches, schedule.warmup_steps]
         Path(self.out).write_text(json.dumps(values))
 
 
@@ -171,34 +172,25 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(
 
 
 @pytest.mark.parametrize(
-    "extra",
+    ("extra", "warmup"),
     [
-        [],
-        ["--trainer.accumulate_grad_batches", "4"],
-        ["--trainer.limit_train_batches", "0.5", "--trainer.accumulate_grad_batches", "3"],
-        ["--trainer.max_steps", "5"],
+        # 6 batches per epoch, warmup_epochs 1 → 6 warmup steps, capped at total - 1 (the schedule needs a cosine step)
+        ([], 5),
+        (["--trainer.accumulate_grad_batches", "4"], 1),  # ceil(6 / 4) = 2 steps in all
+        (["--trainer.max_steps", "5"], 4),
+        (["--trainer.max_steps", "9", "--trainer.max_epochs", "-1"], 6),  # bounded by steps only: 1 epoch = 6 steps
+        (["--trainer.limit_train_batches", "0.5", "--trainer.accumulate_grad_batches", "3"], None),  # None: total - 1
     ],
 )
-def test_step_count_without_building_the_loader_equals_lightnings_estimate(vqa_root, tmp_path, extra):
-    """The schedule length is computed from the dataset size (so the loader is built after a checkpoint restore)."""
+def test_step_count_without_building_the_loader_equals_lightnings_estimate(vqa_root, tmp_path, extra, warmup):
+    """The schedule length is computed from the dataset size (so the loader is built after a checkpoint restore),
+    and warmup epochs are converted with the steps of one epoch."""
     out = tmp_path / "steps.json"
-    args = sample_args(
-        "vqav2.yaml", vqa_root, tmp_path / "run", callback_arg(CompareStepEstimate, out=str(out)), *extra
-    )
-    main(
-        [
-            "fit",
-            *args,
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_val_batches",
-            "0",
-            "--trainer.fast_dev_run",
-            "false",
-        ]
-    )
-    ours, lightning = json.loads(out.read_text())
+    args = sample_args("vqav2.yaml", vqa_root, tmp_path / "run", callback_arg(CompareStepEstimate, out=str(out)))
+    main(["fit", *args, "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0", *extra])
+    ours, lightning, ours_warmup = json.loads(out.read_text())
     assert ours == lightning
+    assert ours_warmup == (warmup if warmup is not None else ours - 1)
 
 
 # ----- non-finite loss ------------------------------------------------------------------------------------------

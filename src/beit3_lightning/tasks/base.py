@@ -126,12 +126,12 @@ class Beit3Task(L.LightningModule):
         )
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
         total = max(self.total_training_steps(), 1)
-        warmup = hp.warmup_steps if hp.warmup_steps >= 0 else round(hp.warmup_epochs * total / self.trainer.max_epochs)
+        warmup = hp.warmup_steps if hp.warmup_steps >= 0 else round(hp.warmup_epochs * self.steps_per_epoch())
         scheduler = build_scheduler(optimizer, total_steps=total, warmup_steps=min(warmup, total - 1), min_lr=hp.min_lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def total_training_steps(self) -> int:
-        """Optimiser steps of the whole run, as ``trainer.estimated_stepping_batches`` counts them.
+    def steps_per_epoch(self) -> float:
+        """Optimiser steps in one epoch (what ``warmup_epochs`` is converted with).
 
         With our DataModules it is computed from the dataset size instead of by building the train loader: Lightning
         would build (and start reading) it before restoring a checkpoint, which makes a mid-epoch resume start the
@@ -140,11 +140,22 @@ class Beit3Task(L.LightningModule):
         trainer = self.trainer
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "num_train_batches"):
-            return int(trainer.estimated_stepping_batches)
+            epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+            return trainer.estimated_stepping_batches / epochs
         batches = datamodule.num_train_batches()
         limit = trainer.limit_train_batches
         batches = min(batches, int(limit)) if isinstance(limit, int) else int(batches * limit)
-        steps = math.ceil(batches / trainer.accumulate_grad_batches) * max(trainer.max_epochs or 1, 1)
+        return math.ceil(batches / trainer.accumulate_grad_batches)
+
+    def total_training_steps(self) -> int:
+        """Optimiser steps of the whole run, as ``trainer.estimated_stepping_batches`` counts them."""
+        trainer = self.trainer
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "num_train_batches"):
+            return int(trainer.estimated_stepping_batches)
+        if trainer.max_epochs is None or trainer.max_epochs < 0:  # bounded by max_steps only
+            return trainer.max_steps
+        steps = int(self.steps_per_epoch()) * max(trainer.max_epochs, 1)
         return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
 
     def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
