@@ -30,7 +30,7 @@ from beit3_lightning.modeling.heads import Beit3TaskModel
 from beit3_lightning.modeling.registry import HEADS
 from beit3_lightning.processor import Beit3Processor, resolve_task
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 IMG = 32  # 2 × 2 patches: the smallest grid that still exercises resizing and pooling
 NUM_CLASSES = {"imageclassification": 5, "vqav2": 4}
 ANSWERS = ["yes", "no", "red", "2"]

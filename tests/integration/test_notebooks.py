@@ -12,7 +12,7 @@ import nbclient  # the dev extra (with nbformat and ipykernel)
 import nbformat
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 TIMEOUT_PER_CELL_S = 240
 

@@ -24,7 +24,7 @@ from beit3_lightning.modeling import Beit3Config
 from beit3_lightning.modeling.layers import EncoderLayer
 from beit3_lightning.tasks import CaptioningTask, ImageClassificationTask, NLVR2Task, RetrievalTask, VQATask
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 # REFERENCE §5.9, typed in by hand: global batch, lr, layer_decay, epochs, warmup epochs, drop_path, weight decay,
 # gradient checkpointing (--checkpoint_activations).

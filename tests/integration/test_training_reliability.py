@@ -18,7 +18,7 @@ import torch
 
 from beit3_lightning.cli import main
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "sample"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "sample"
 STEPS_PER_EPOCH = 6
 
 

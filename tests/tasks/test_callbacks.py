@@ -27,7 +27,7 @@ from beit3_lightning.callbacks.tensorboard import denormalize
 from beit3_lightning.cli import main
 from beit3_lightning.data.datasets import load_answer2label
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 # ----------------------------------------------------------------------------------------------- unit tests

@@ -12,7 +12,7 @@ import yaml
 from beit3_lightning.cli import OFFICIAL_MODEL_VOCAB, main, make_cli, model_vocab_size
 from beit3_lightning.tasks import RetrievalTask, VQATask
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "sample"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "sample"
 
 
 @pytest.fixture(autouse=True)
