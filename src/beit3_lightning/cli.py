@@ -16,15 +16,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from beit3_lightning.callbacks import PredictionWriter, TensorBoardSamples
 from beit3_lightning.data.datamodules import Beit3DataModule
+from beit3_lightning.data.tokenizer import model_vocab_size
 from beit3_lightning.tasks import Beit3Task
-
-OFFICIAL_TOKENIZER_VOCAB = 64002  # beit3.spm: 64000 pieces + <mask> + the XLM-R id shift
-OFFICIAL_MODEL_VOCAB = 64010  # rows of text_embed / mlm_head in the released checkpoints (8 never used)
-
-
-def model_vocab_size(tokenizer_vocab: int) -> int:
-    """Text-embedding rows for a tokenizer: the official 64002-id tokenizer uses the checkpoints' 64010 rows."""
-    return OFFICIAL_MODEL_VOCAB if tokenizer_vocab == OFFICIAL_TOKENIZER_VOCAB else tokenizer_vocab
 
 
 def datamodule_model_vocab_size(datamodule: Beit3DataModule) -> int:
@@ -43,14 +36,14 @@ def datamodule_num_classes(datamodule: Beit3DataModule) -> int | None:
 
 class KeyMetricCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that, left without ``monitor``, keeps the best model by the task's key metric
-    (``val/<key_metric>``, higher is better: acc1 / score / acc / average_score / CIDEr) as ``best.ckpt``, next to
+    (``val/<key_metric>`` of the task table, e.g. acc1 / score / acc / average_score / CIDEr) as ``best.ckpt``, next to
     ``last.ckpt``, in ``<trainer.default_root_dir>/checkpoints`` unless ``dirpath`` is given — fixed names, so
     ``beit3 test --ckpt_path <dir>/best.ckpt`` works from a fresh process."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.monitor is None and getattr(pl_module, "key_metric", ""):
             self.monitor = f"val/{pl_module.key_metric}"
-            self.mode = "max"
+            self.mode = pl_module.key_metric_mode
             self.kth_value, self.kth_best_model_path = torch.tensor(-torch.inf), ""
             self.best_model_score = None
             if self.filename is None:

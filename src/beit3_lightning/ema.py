@@ -1,4 +1,4 @@
-"""Exponential moving average of model weights (timm ``ModelEma`` semantics, REFERENCE §5.6).
+"""Exponential moving average of model weights (timm ``ModelEma`` semantics, as unilm ``--model_ema`` uses it).
 
 The reference keeps it optionally on CPU, updates it after every optimiser step, saves it as ``model_ema`` and
 never evaluates with it. Floating-point parameters *and* buffers are averaged; integer buffers (e.g. BatchNorm's

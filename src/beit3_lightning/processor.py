@@ -4,10 +4,12 @@ It applies the same evaluation transform and text framing as the datasets, so a 
 DataModule's val/test loader builds for the same image and text:
 
 * images: ImageNet → shorter side to ``int(S / crop_pct)``, centre crop, ImageNet mean/std; every other task →
-  squash resize to S × S, mean = std = 0.5 (REFERENCE §4.4);
-* text: ``<s> tokens </s>`` padded with ``<pad>`` to ``max_text_len``, ``padding_mask`` 1 on pads (REFERENCE §4.1).
+  squash resize to S × S, mean = std = 0.5 (unilm ``datasets.build_transform``; docs/reference.md#image-transforms);
+* text: ``<s> tokens </s>`` padded with ``<pad>`` to ``max_text_len``, ``padding_mask`` 1 on pads (unilm
+  ``BaseDataset._get_text_segment``; docs/reference.md#text-framing).
 
-The task names accepted here (and by :func:`beit3_lightning.inference.load_model`) are defined in this module.
+The task names accepted here (and by :func:`beit3_lightning.inference.load_model`) are the dataset names of the
+task table (:mod:`beit3_lightning.task_table`) and their aliases.
 """
 
 from __future__ import annotations
@@ -23,20 +25,15 @@ from PIL import Image, UnidentifiedImageError
 
 from beit3_lightning.data.tokenizer import Beit3Tokenizer
 from beit3_lightning.data.transforms import ImageTransform, build_transform
-from beit3_lightning.modeling.registry import TASK_SUFFIX
+from beit3_lightning.task_table import ALIASES, DATASETS, resolve_dataset
 
 __all__ = ["TASKS", "TASK_ALIASES", "Beit3Processor", "ImageInput", "TextInput", "open_image", "resolve_task"]
 
-# The dataset names of the official fine-tuning tasks (``--task``).
-TASKS: tuple[str, ...] = tuple(TASK_SUFFIX)
-# Short names users type, and the ``task`` names of our LightningModules, mapped to a dataset name.
-TASK_ALIASES: dict[str, str] = {
-    "classification": "imagenet",
-    "imageclassification": "imagenet",
-    "vqa": "vqav2",
-    "captioning": "coco_captioning",
-    "retrieval": "coco_retrieval",
-}
+# The dataset names of the official fine-tuning tasks (``--task``), and the short names users type for them.
+TASKS: tuple[str, ...] = tuple(DATASETS)
+TASK_ALIASES: dict[str, str] = ALIASES
+# A dataset name or alias → the dataset name (``"captioning"`` → ``"coco_captioning"``); ValueError otherwise.
+resolve_task = resolve_dataset
 
 # One image: a PIL image, an HWC (or HW) uint8 array, or a path to an image file.
 SingleImage = Image.Image | np.ndarray | str | os.PathLike
@@ -45,19 +42,6 @@ TextInput = str | Sequence[str]
 
 _ACCEPTED_IMAGES = "a PIL image, an HxWx3 uint8 numpy array, a path to an image file, or a list of these"
 _ACCEPTED_TEXT = "a string or a list of strings"
-
-
-def resolve_task(task: str) -> str:
-    """The dataset name of ``task`` (``"captioning"`` → ``"coco_captioning"``); ValueError listing the choices."""
-    if task in TASK_SUFFIX:
-        return task
-    if task in TASK_ALIASES:
-        return TASK_ALIASES[task]
-    raise ValueError(
-        f"unknown task {task!r}; use one of {', '.join(TASKS)} (aliases: "
-        + ", ".join(f"{alias} = {name}" for alias, name in TASK_ALIASES.items())
-        + ")"
-    )
 
 
 def _is_single_image(item: object) -> bool:

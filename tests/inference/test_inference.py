@@ -22,13 +22,13 @@ from beit3_lightning.inference import (
     inspect_state_dict,
     load_model,
 )
-from beit3_lightning.inference.checkpoint_info import HEAD_KEYS
 from beit3_lightning.modeling.checkpoint import CheckpointError
 from beit3_lightning.modeling.config import Beit3Config
 from beit3_lightning.modeling.generation import beam_search
 from beit3_lightning.modeling.heads import Beit3TaskModel
-from beit3_lightning.modeling.registry import HEADS
+from beit3_lightning.modeling.registry import HEADS, head_keys
 from beit3_lightning.processor import Beit3Processor, resolve_task
+from beit3_lightning.task_table import HEADS as HEAD_SPECS
 
 REPO = Path(__file__).resolve().parents[2]
 IMG = 32  # 2 × 2 patches: the smallest grid that still exercises resizing and pooling
@@ -58,7 +58,7 @@ def checkpoints(tmp_path_factory, tokenizer) -> dict[str, tuple[Path, Beit3TaskM
     """One official-layout ``{"model": state_dict}`` .pth per head, next to the model that wrote it."""
     root = tmp_path_factory.mktemp("pth")
     out = {}
-    for head in HEADS:
+    for head in HEAD_SPECS:
         model = tiny_model(head, tokenizer.vocab_size)
         path = root / f"tiny_{head}.pth"
         torch.save({"model": model.state_dict()}, path)
@@ -169,9 +169,9 @@ def test_task_names_and_aliases():
 
 # ----- checkpoint inspection ------------------------------------------------------------------------------------
 def test_head_keys_match_the_models(checkpoints, tokenizer):
-    for head, keys in HEAD_KEYS.items():
+    for head in HEAD_SPECS:
         state = checkpoints[head][1].state_dict()
-        assert {k for k in state if not k.startswith("beit3.")} == keys
+        assert {k for k in state if not k.startswith("beit3.")} == head_keys(head)
         info = inspect_state_dict(state)
         assert (info.head, info.size, info.img_size, info.vocab_size) == (head, "tiny", IMG, tokenizer.vocab_size)
         assert info.num_classes == NUM_CLASSES.get(head)

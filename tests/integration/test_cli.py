@@ -9,7 +9,9 @@ import pytest
 import torch
 import yaml
 
-from beit3_lightning.cli import OFFICIAL_MODEL_VOCAB, main, make_cli, model_vocab_size
+from beit3_lightning.cli import main, make_cli
+from beit3_lightning.data.tokenizer import model_vocab_size
+from beit3_lightning.modeling.config import OFFICIAL_VOCAB_SIZE
 from beit3_lightning.tasks import RetrievalTask, VQATask
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "sample"
@@ -87,7 +89,7 @@ def test_tasks_without_classes_get_no_num_classes(sample_dataset: Callable[[str]
 
 
 def test_the_official_tokenizer_maps_to_the_checkpoints_64010_rows() -> None:
-    assert model_vocab_size(64002) == OFFICIAL_MODEL_VOCAB == 64010
+    assert model_vocab_size(64002) == OFFICIAL_VOCAB_SIZE == 64010
     assert model_vocab_size(1002) == 1002
 
 

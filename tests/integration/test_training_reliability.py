@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from beit3_lightning.cli import main
+from beit3_lightning.tasks.schedule import total_training_steps
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "sample"
 STEPS_PER_EPOCH = 6
@@ -73,7 +74,7 @@ class CompareStepEstimate(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         schedule = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
-        values = [pl_module.total_training_steps(), trainer.estimated_stepping_batches, schedule.warmup_steps]
+        values = [total_training_steps(trainer), trainer.estimated_stepping_batches, schedule.warmup_steps]
         Path(self.out).write_text(json.dumps(values))
 
 

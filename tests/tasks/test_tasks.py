@@ -15,6 +15,8 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
+from beit3_lightning.callbacks import EMA
+from beit3_lightning.ema import ModelEma
 from beit3_lightning.modeling.checkpoint import CheckpointError
 from beit3_lightning.tasks import (
     Beit3Task,
@@ -328,30 +330,58 @@ def test_init_from_a_checkpoint_of_another_backbone_shape_raises(tmp_path: Path)
 
 
 # ----- EMA ---------------------------------------------------------------------------------------------------
+def _ema_callback(trainer: L.Trainer) -> EMA:
+    (callback,) = [c for c in trainer.callbacks if isinstance(c, EMA)]
+    return callback
+
+
 def test_ema_updates_once_per_optimizer_step_under_gradient_accumulation(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     decay = 0.5
     task = make_task("imagenet", ema_decay=decay, lr=1e-2)
     snapshots = [_state(task)]  # w0: the EMA starts as a copy of the model
-    original_update = task.ema.update
+    original_update = ModelEma.update
 
-    def recording_update(model: torch.nn.Module) -> None:
+    def recording_update(self: ModelEma, model: torch.nn.Module) -> None:
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
-        original_update(model)
+        original_update(self, model)
 
-    monkeypatch.setattr(task.ema, "update", recording_update)
+    monkeypatch.setattr(ModelEma, "update", recording_update)
     batches = [make_batch("imagenet", seed) for seed in range(4)]
     trainer = quiet_trainer(max_steps=2, accumulate_grad_batches=2)
     trainer.fit(task, DataLoader(batches, batch_size=None))
 
     assert trainer.global_step == 2 and len(snapshots) == 3  # 4 micro-batches, 2 optimiser steps, 2 updates
     w0, w1, w2 = snapshots
-    for key, ema_value in task.ema.state_dict().items():
+    for key, ema_value in _ema_callback(trainer).ema.state_dict().items():
         if not ema_value.is_floating_point():
             continue
         expected = decay**2 * w0[key] + decay * (1 - decay) * w1[key] + (1 - decay) * w2[key]
         torch.testing.assert_close(ema_value, expected, msg=key)
     assert not torch.equal(w1["head.weight"], w2["head.weight"])  # the weights really moved between updates
+
+
+def test_ema_weights_are_saved_in_the_checkpoint_and_restored_on_resume(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    batches = [make_batch("imagenet", seed) for seed in range(4)]
+    task = make_task("imagenet", ema_decay=0.5, lr=1e-2)
+    trainer = quiet_trainer(max_steps=2, enable_checkpointing=False)
+    trainer.fit(task, DataLoader(batches, batch_size=None))
+    path = tmp_path / "ema.ckpt"
+    trainer.save_checkpoint(path)
+    saved_ema = _ema_callback(trainer).ema.state_dict()
+    checkpoint = torch.load(path, weights_only=True)
+    assert set(checkpoint["model_ema"]) == set(task.model.state_dict())  # the reference's key and names
+    for key, value in saved_ema.items():
+        torch.testing.assert_close(checkpoint["model_ema"][key], value, msg=key)
+    # The average differs from the weights after 2 steps at decay 0.5, so restoring the model alone would not do.
+    assert not torch.equal(checkpoint["model_ema"]["head.weight"], task.model.state_dict()["head.weight"])
+
+    resumed_task = make_task("imagenet", ema_decay=0.5, lr=1e-2)
+    resumed = quiet_trainer(max_steps=2, enable_checkpointing=False)  # already done: restores and stops
+    resumed.fit(resumed_task, DataLoader(batches, batch_size=None), ckpt_path=path)
+    for key, value in _ema_callback(resumed).ema.state_dict().items():
+        torch.testing.assert_close(value, saved_ema[key], msg=key)
 
 
 # ----- non-finite loss ----------------------------------------------------------------------------------------

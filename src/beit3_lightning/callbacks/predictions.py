@@ -154,9 +154,9 @@ class PredictionWriter(BasePredictionWriter):
         self._batches = []
 
     def file_stem(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str:
-        """``<task>_<split>``: the DataModule's dataset name (coco_captioning, flickr30k, ...) else the task's."""
+        """``<task>_<split>``: the DataModule's dataset name (coco_captioning, flickr30k, ...) else the head's."""
         datamodule = getattr(trainer, "datamodule", None)
-        task = getattr(datamodule, "task", None) or getattr(pl_module, "task", "") or type(pl_module).__name__
+        task = getattr(datamodule, "task", None) or getattr(pl_module, "head", "") or type(pl_module).__name__
         split = self.split or getattr(datamodule, "test_split", None) or "test"
         return f"{task}_{split}"
 

@@ -38,6 +38,7 @@ from beit3_lightning.data.datasets import (
 from beit3_lightning.data.index.common import read_json_lines
 from beit3_lightning.data.tokenizer import Beit3Tokenizer
 from beit3_lightning.data.transforms import ImageTransform, build_transform
+from beit3_lightning.task_table import datasets_of_head
 
 __all__ = [
     "Beit3DataModule",
@@ -52,6 +53,9 @@ __all__ = [
 ]
 
 Stage = Literal["fit", "validate", "test", "predict"] | None
+# The datasets a shared DataModule serves, from the task table (the CLI lists and checks them).
+RetrievalDatasetName = Literal[datasets_of_head("retrieval")]  # type: ignore[valid-type]
+CaptioningDatasetName = Literal[datasets_of_head("captioning")]  # type: ignore[valid-type]
 
 
 class EpochDistributedSampler(DistributedSampler):
@@ -376,7 +380,7 @@ class RetrievalDataModule(Beit3DataModule):
     dataset_class = RetrievalDataset
 
     def __init__(
-        self, root: str, *args: Any, task: Literal["coco_retrieval", "flickr30k"] = "coco_retrieval", **kwargs: Any
+        self, root: str, *args: Any, task: RetrievalDatasetName = "coco_retrieval", **kwargs: Any
     ) -> None:
         super().__init__(root, *args, **kwargs)
         self.task = task
@@ -399,7 +403,7 @@ class CaptioningDataModule(Beit3DataModule):
         self,
         root: str,
         *args: Any,
-        task: Literal["coco_captioning", "nocaps"] = "coco_captioning",
+        task: CaptioningDatasetName = "coco_captioning",
         mask_prob: float = 0.6,
         coco_root: str | None = None,
         **kwargs: Any,

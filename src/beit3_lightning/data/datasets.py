@@ -29,6 +29,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from beit3_lightning.data.index.common import DatasetFormatError, read_json_lines
 from beit3_lightning.data.tokenizer import text_segment
+from beit3_lightning.task_table import datasets_of_head
 
 __all__ = [
     "CAPTIONING_TASKS",
@@ -46,8 +47,8 @@ __all__ = [
     "num_tokens_to_mask",
 ]
 
-RETRIEVAL_TASKS = ("coco_retrieval", "flickr30k")
-CAPTIONING_TASKS = ("coco_captioning", "nocaps")
+RETRIEVAL_TASKS = datasets_of_head("retrieval")
+CAPTIONING_TASKS = datasets_of_head("captioning")
 # Stream tags mixed into the per-item seed so each use of randomness is independent of the others.
 _STREAM_IMAGE, _STREAM_TEXT, _STREAM_REPLACE = 0, 1, 2
 # How many replacements to try for one bad sample before giving up (a whole missing folder, a wrong root...).

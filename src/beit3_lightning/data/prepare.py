@@ -11,36 +11,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from .index.captioning import build_coco_captioning_index, build_nocaps_index
+from ..task_table import DATASETS, resolve
 from .index.common import DatasetFormatError
-from .index.imagenet import build_imagenet_index
-from .index.nlvr2 import build_nlvr2_index
-from .index.retrieval import build_coco_retrieval_index, build_flickr30k_index
-from .index.vqav2 import build_vqav2_index
 from .sample import SAMPLE_DATASETS, ensure_sample_dataset
 from .tokenizer import BEIT3_SPM_URL, Beit3Tokenizer, TokenizerError
 
-RAW_LAYOUTS = {
-    "imagenet": "train/<class>/*.JPEG and val/<class>/*.JPEG (ImageFolder)",
-    "vqav2": "train2014/, val2014/, test2015/ COCO images and vqa/ with the 6 official VQA v2 JSON files",
-    "nlvr2": "images/train/<dir>/*.png, dev/*.png, test1/*.png and the lil-lab nlvr repo (nlvr2/data/*.json)",
-    "coco_captioning": "train2014/, val2014/ COCO images and the Karpathy dataset_coco.json",
-    "nocaps": "val/, test/ images, nocaps_val_4500_captions.json and nocaps_test_image_info.json",
-    "coco_retrieval": "train2014/, val2014/ COCO images and the Karpathy dataset_coco.json",
-    "flickr30k": "flickr30k-images/ and the Karpathy dataset_flickr30k.json",
-}
-NEEDS_TOKENIZER = {"vqav2", "nlvr2", "coco_captioning", "coco_retrieval", "flickr30k"}
-
 
 def _add_common(parser: argparse.ArgumentParser, dataset: str) -> None:
-    parser.add_argument("--data-root", type=Path, required=True, help=f"raw dataset root: {RAW_LAYOUTS[dataset]}")
+    layout = DATASETS[dataset].raw_layout
+    parser.add_argument("--data-root", type=Path, required=True, help=f"raw dataset root: {layout}")
     parser.add_argument(
         "--index-dir", type=Path, default=None, help="where to write the index files (default: --data-root)"
     )
-    if dataset in NEEDS_TOKENIZER:
+    if DATASETS[dataset].needs_tokenizer:
         parser.add_argument(
             "--tokenizer",
             required=True,
@@ -66,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "or generate the embedded sample datasets.",
     )
     sub = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-    for dataset in RAW_LAYOUTS:
-        child = sub.add_parser(dataset, help=f"index {dataset} ({RAW_LAYOUTS[dataset]})")
+    for dataset, spec in DATASETS.items():
+        child = sub.add_parser(dataset, help=f"index {dataset} ({spec.raw_layout})")
         _add_common(child, dataset)
         if dataset == "vqav2":
             child.add_argument(
@@ -118,33 +103,26 @@ def _run_sample(args: argparse.Namespace) -> list[Path]:
     return [ensure_sample_dataset(name, args.data_root / name, tokenizer=tokenizer) for name in args.datasets]
 
 
+# Options of `beit3 prepare <dataset>` → keyword arguments of the dataset's index builder.
+BUILDER_OPTIONS: dict[str, dict[str, str]] = {
+    "vqav2": {
+        "annotation_dir": "annotation_dir",
+        "min_answer_count": "min_answer_count",
+        "rest_val_images": "rest_val_images",
+        "seed": "seed",
+    },
+    "nlvr2": {"nlvr_repo": "nlvr_repo"},
+    "coco_captioning": {"karpathy_json": "karpathy_path"},
+    "coco_retrieval": {"karpathy_json": "karpathy_path"},
+    "flickr30k": {"karpathy_json": "karpathy_path"},
+}
+
+
 def _run_dataset(args: argparse.Namespace) -> list[Path]:
-    builders: dict[str, Callable[[], list[Path]]] = {
-        "imagenet": lambda: build_imagenet_index(args.data_root, args.index_dir),
-        "vqav2": lambda: build_vqav2_index(
-            args.data_root,
-            Beit3Tokenizer(args.tokenizer),
-            annotation_dir=args.annotation_dir,
-            index_dir=args.index_dir,
-            min_answer_count=args.min_answer_count,
-            rest_val_images=args.rest_val_images,
-            seed=args.seed,
-        ),
-        "nlvr2": lambda: build_nlvr2_index(
-            args.data_root, Beit3Tokenizer(args.tokenizer), args.nlvr_repo, args.index_dir
-        ),
-        "coco_captioning": lambda: build_coco_captioning_index(
-            args.data_root, Beit3Tokenizer(args.tokenizer), args.karpathy_json, args.index_dir
-        ),
-        "nocaps": lambda: build_nocaps_index(args.data_root, args.index_dir),
-        "coco_retrieval": lambda: build_coco_retrieval_index(
-            args.data_root, Beit3Tokenizer(args.tokenizer), args.karpathy_json, args.index_dir
-        ),
-        "flickr30k": lambda: build_flickr30k_index(
-            args.data_root, Beit3Tokenizer(args.tokenizer), args.karpathy_json, args.index_dir
-        ),
-    }
-    return builders[args.dataset]()
+    spec = DATASETS[args.dataset]
+    positional = [args.data_root, Beit3Tokenizer(args.tokenizer)] if spec.needs_tokenizer else [args.data_root]
+    options = {kwarg: getattr(args, option) for option, kwarg in BUILDER_OPTIONS.get(args.dataset, {}).items()}
+    return resolve(spec.index_builder)(*positional, index_dir=args.index_dir, **options)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,8 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 
+from beit3_lightning.modeling.config import OFFICIAL_VOCAB_SIZE
+
 __all__ = [
     "BEIT3_SPM_URL",
     "BOS_ID",
@@ -45,6 +47,8 @@ UNK_ID = 3
 _SPM_OFFSET = 1
 
 BEIT3_SPM_URL = "https://github.com/addf400/files/releases/download/beit3/beit3.spm"
+# Ids of beit3.spm: 64000 pieces + <mask> + the XLM-R id shift.
+OFFICIAL_TOKENIZER_VOCAB = 64002
 SAMPLE_ALIAS = "sample"
 
 
@@ -240,3 +244,8 @@ def train_sentencepiece(texts: Iterable[str], out_path: str | os.PathLike[str], 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(model.getvalue())
     return out
+
+
+def model_vocab_size(tokenizer_vocab: int) -> int:
+    """Text-embedding rows for a tokenizer: the official 64002-id tokenizer uses the checkpoints' 64010 rows."""
+    return OFFICIAL_VOCAB_SIZE if tokenizer_vocab == OFFICIAL_TOKENIZER_VOCAB else tokenizer_vocab

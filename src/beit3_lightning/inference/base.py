@@ -15,21 +15,11 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from tqdm import tqdm
 
-from beit3_lightning.inference.checkpoint_info import HEAD_DESCRIPTIONS
 from beit3_lightning.modeling.heads import Beit3TaskModel
 from beit3_lightning.processor import Beit3Processor, ImageInput, TextInput
+from beit3_lightning.task_table import HEADS
 
 T = TypeVar("T")
-# The calls each kind of model answers, for the wrong-call message.
-HEAD_CALLS: dict[str, str] = {
-    "imageclassification": "classify()",
-    "vqav2": "answer()",
-    "nlvr2": "verify()",
-    "captioning": "caption()",
-    "retrieval": "encode_image(), encode_text() or rank()",
-}
-
-
 class WrongTaskError(ValueError):
     """A predictor was asked for something its task model cannot do (e.g. ``caption()`` on a VQA model)."""
 
@@ -117,10 +107,11 @@ class Beit3Predictor:
         return {key: value.to(self.device) for key, value in self.processor(**inputs).items()}
 
     def _wrong_call(self, call: str) -> WrongTaskError:
-        what = HEAD_DESCRIPTIONS.get(self.head, "a model")
+        spec = HEADS.get(self.head)
+        what, calls = (spec.description, spec.calls) if spec is not None else ("a model", "its own methods")
         return WrongTaskError(
             f"{call}() does not fit this predictor: it holds {what} (task {self.task!r}); use "
-            f"{HEAD_CALLS.get(self.head, 'its own methods')}. Load a checkpoint fine-tuned for the task you need."
+            f"{calls}. Load a checkpoint fine-tuned for the task you need."
         )
 
     # ----- the task calls (overridden by the subclass of the matching task) ----------------------------------

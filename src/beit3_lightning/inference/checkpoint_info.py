@@ -12,35 +12,13 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from beit3_lightning.modeling.checkpoint import NUM_KEPT_POS_ROWS, VISION_POS_KEY
+from beit3_lightning.modeling.checkpoint import BACKBONE_PREFIX, NUM_KEPT_POS_ROWS, VISION_POS_KEY
 from beit3_lightning.modeling.config import PRESETS
+from beit3_lightning.modeling.registry import head_keys
+from beit3_lightning.task_table import HEADS
 
-BACKBONE = "beit3."
 # First components of the keys of a backbone saved on its own (no ``beit3.`` prefix).
 BARE_BACKBONE = ("encoder.", "text_embed.", "vision_embed.")
-# State-dict keys of each official head (REFERENCE §1.7); the name is the registry's head suffix.
-HEAD_KEYS: dict[str, frozenset[str]] = {
-    "imageclassification": frozenset({"fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias"}),
-    "vqav2": frozenset(
-        {"pooler.norm.weight", "pooler.norm.bias", "pooler.dense.weight", "pooler.dense.bias"}
-        | {f"head.{i}.{p}" for i in (0, 1, 3) for p in ("weight", "bias")}
-    ),
-    "nlvr2": frozenset(
-        f"head.{layer}.{p}" for layer in ("norm1", "dense1", "norm2", "dense2") for p in ("weight", "bias")
-    ),
-    "captioning": frozenset({"mlm_head.weight", "mlm_head.bias"}),
-    "retrieval": frozenset({"language_head.weight", "vision_head.weight", "logit_scale"}),
-}
-# How the error messages name each kind of checkpoint.
-HEAD_DESCRIPTIONS: dict[str, str] = {
-    "imageclassification": "an image-classification (ImageNet) model",
-    "vqav2": "a VQA model",
-    "nlvr2": "an NLVR2 (visual reasoning) model",
-    "captioning": "a captioning model",
-    "retrieval": "a retrieval (image-text embedding) model",
-}
-# The last linear layer of a classifier head: its rows are the classes.
-CLASSIFIER_WEIGHT = {"imageclassification": "head.weight", "vqav2": "head.3.weight"}
 
 
 @dataclass
@@ -59,7 +37,7 @@ class CheckpointInfo:
 
     def describe(self) -> str:
         """Human-readable summary, e.g. ``a VQA model (base, 480 px, 3129 classes)``."""
-        what = HEAD_DESCRIPTIONS.get(self.head or "", "a backbone without a task head")
+        what = HEADS[self.head].description if self.head in HEADS else "a backbone without a task head"
         details = [self.size or f"{self.num_layers} layers × {self.embed_dim} dims", f"{self.img_size} px"]
         if self.num_classes is not None:
             details.append(f"{self.num_classes} classes")
@@ -72,7 +50,7 @@ def _layer_count(state: Mapping[str, Tensor], prefix: str) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def detect_head(state: Mapping[str, Tensor], prefix: str = BACKBONE) -> tuple[str | None, list[str]]:
+def detect_head(state: Mapping[str, Tensor], prefix: str = BACKBONE_PREFIX) -> tuple[str | None, list[str]]:
     """``(head, other_keys)``: the head whose keys the non-backbone keys are exactly, or ``None`` and those keys.
 
     ``prefix``: of the backbone keys (``""`` for a bare backbone, whose keys start with one of ``BARE_BACKBONE``).
@@ -80,15 +58,15 @@ def detect_head(state: Mapping[str, Tensor], prefix: str = BACKBONE) -> tuple[st
     """
     backbone = (prefix,) if prefix else BARE_BACKBONE
     extra = {k for k in state if not k.startswith(backbone)}
-    for head, keys in HEAD_KEYS.items():
-        if extra == keys:
+    for head in HEADS:
+        if extra == head_keys(head):
             return head, []
     return None, sorted(extra)
 
 
 def inspect_state_dict(state: Mapping[str, Tensor]) -> CheckpointInfo:
     """Read the architecture of an official-layout state dict (``beit3.*`` backbone keys, optionally bare)."""
-    prefix = BACKBONE if BACKBONE + VISION_POS_KEY in state else ""
+    prefix = BACKBONE_PREFIX if BACKBONE_PREFIX + VISION_POS_KEY in state else ""
     needed = [prefix + VISION_POS_KEY, prefix + "vision_embed.proj.weight", prefix + "text_embed.weight"]
     absent = [k for k in needed if k not in state]
     if absent:
@@ -103,7 +81,8 @@ def inspect_state_dict(state: Mapping[str, Tensor]) -> CheckpointInfo:
     grid = round(positions**0.5)
     vocab, dim = state[prefix + "text_embed.weight"].shape
     layers = _layer_count(state, prefix)
-    classes = state[CLASSIFIER_WEIGHT[head]].shape[0] if head in CLASSIFIER_WEIGHT else None
+    classifier = HEADS[head].classifier_weight if head is not None else None
+    classes = state[classifier].shape[0] if classifier is not None else None
     size = next(
         (name for name, p in PRESETS.items() if p["embed_dim"] == dim and p["num_layers"] == layers),
         None,

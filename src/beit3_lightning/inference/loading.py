@@ -9,81 +9,36 @@ directory, decoding settings), which become the defaults here. The LightningModu
 from __future__ import annotations
 
 import inspect
-import pickle
 import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
-from beit3_lightning.data.tokenizer import BEIT3_SPM_URL, Beit3Tokenizer
+from beit3_lightning.data.tokenizer import BEIT3_SPM_URL, OFFICIAL_TOKENIZER_VOCAB, Beit3Tokenizer
 from beit3_lightning.inference.base import Beit3Predictor
-from beit3_lightning.inference.captioning import CaptioningPredictor
-from beit3_lightning.inference.checkpoint_info import HEAD_KEYS, CheckpointInfo, inspect_state_dict
-from beit3_lightning.inference.classification import ImageClassificationPredictor
-from beit3_lightning.inference.reasoning import NLVR2Predictor
-from beit3_lightning.inference.retrieval import RetrievalPredictor
-from beit3_lightning.inference.vqa import VQAPredictor
-from beit3_lightning.modeling.checkpoint import CheckpointError, load_checkpoint, read_state_dict, unwrap_state_dict
-from beit3_lightning.modeling.config import Beit3Config
+from beit3_lightning.inference.checkpoint_info import CheckpointInfo, inspect_state_dict
+from beit3_lightning.modeling.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, read_checkpoint
+from beit3_lightning.modeling.config import OFFICIAL_VOCAB_SIZE, Beit3Config
 from beit3_lightning.modeling.heads import Beit3TaskModel
-from beit3_lightning.modeling.registry import HEADS, TASK_SUFFIX
+from beit3_lightning.modeling.registry import HEADS, TASK_SUFFIX, head_keys
 from beit3_lightning.processor import TASKS, Beit3Processor, resolve_task
+from beit3_lightning.task_table import HEADS as HEAD_SPECS
+from beit3_lightning.task_table import resolve
 
-__all__ = ["PREDICTORS", "LoadedCheckpoint", "load_model", "read_checkpoint"]
+__all__ = ["LoadedCheckpoint", "load_model", "predictor_class", "read_checkpoint"]
 
-PREDICTORS: dict[str, type[Beit3Predictor]] = {
-    "imageclassification": ImageClassificationPredictor,
-    "vqav2": VQAPredictor,
-    "nlvr2": NLVR2Predictor,
-    "captioning": CaptioningPredictor,
-    "retrieval": RetrievalPredictor,
-}
 # The reference's --num_max_bpe_tokens default.
 DEFAULT_MAX_TEXT_LEN = 64
-# Rows of text_embed in the released checkpoints and ids of beit3.spm (see cli.py).
-OFFICIAL_MODEL_VOCAB, OFFICIAL_TOKENIZER_VOCAB = 64010, 64002
-LIGHTNING_MODEL_PREFIX = "model."
 # CaptioningTask hyper-parameters that are also CaptioningPredictor defaults.
 DECODING_HPARAMS = ("num_beams", "max_len", "length_penalty")
 
 
-@dataclass
-class LoadedCheckpoint:
-    """Weights plus, for Lightning checkpoints, the task's and the DataModule's hyper-parameters."""
-
-    state: dict[str, Tensor]
-    hparams: dict[str, Any] = field(default_factory=dict)
-    data_hparams: dict[str, Any] = field(default_factory=dict)
-
-
-def read_checkpoint(path: str | Path) -> LoadedCheckpoint:
-    """Read an official ``.pth``, a Lightning ``.ckpt`` (model weights under ``model.*``) or a ``.safetensors``."""
-    path = Path(path)
-    if not path.is_file() or path.suffix == ".safetensors":
-        return LoadedCheckpoint(read_state_dict(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError):
-        return LoadedCheckpoint(read_state_dict(path))  # raises a CheckpointError that explains the failure
-    if not (isinstance(obj, Mapping) and "pytorch-lightning_version" in obj):
-        return LoadedCheckpoint(unwrap_state_dict(obj, source_name=str(path)))
-    state = {
-        k[len(LIGHTNING_MODEL_PREFIX) :]: v
-        for k, v in obj.get("state_dict", {}).items()
-        if k.startswith(LIGHTNING_MODEL_PREFIX)
-    }
-    if not state:
-        raise CheckpointError(
-            f"{path} is a Lightning checkpoint without 'model.*' weights: it was not saved from a beit3_lightning task"
-        )
-    return LoadedCheckpoint(
-        state, dict(obj.get("hyper_parameters") or {}), dict(obj.get("datamodule_hyper_parameters") or {})
-    )
+def predictor_class(head: str) -> type[Beit3Predictor]:
+    """The predictor class serving ``head`` (from the task table)."""
+    return resolve(HEAD_SPECS[head].predictor_class)
 
 
 # ----- choosing task, architecture and tokenizer ----------------------------------------------------------------
@@ -98,7 +53,7 @@ def choose_task(path: Path, info: CheckpointInfo, task: str | None, saved_task: 
             )
         raise CheckpointError(
             f"{path}: the keys outside the backbone {info.other_keys[:8]} match no BEiT-3 task head; expected exactly "
-            + "; ".join(f"{head}: {sorted(keys)[:3]}..." for head, keys in HEAD_KEYS.items())
+            + "; ".join(f"{head}: {sorted(head_keys(head))[:3]}..." for head in HEADS)
         )
     fitting = [name for name in TASKS if TASK_SUFFIX[name] == info.head]
     if task is None:
@@ -107,7 +62,7 @@ def choose_task(path: Path, info: CheckpointInfo, task: str | None, saved_task: 
     if TASK_SUFFIX[wanted] != info.head:
         raise CheckpointError(
             f"{path} looks like {info.describe()}, not a {wanted} checkpoint: its head keys are "
-            f"{sorted(HEAD_KEYS[info.head])}, while task={task!r} needs {sorted(HEAD_KEYS[TASK_SUFFIX[wanted]])}. "
+            f"{sorted(head_keys(info.head))}, while task={task!r} needs {sorted(head_keys(TASK_SUFFIX[wanted]))}. "
             f"Load it with task={fitting[0]!r} (tasks that fit: {', '.join(fitting)}) or leave task unset."
         )
     return wanted
@@ -160,10 +115,10 @@ def build_tokenizer(
             f"the tokenizer {tok.path} has {tok.vocab_size} ids but the model in {path} embeds only "
             f"{info.vocab_size}: it is not the tokenizer this model was trained with"
         )
-    if info.vocab_size == OFFICIAL_MODEL_VOCAB and tok.vocab_size != OFFICIAL_TOKENIZER_VOCAB:
+    if info.vocab_size == OFFICIAL_VOCAB_SIZE and tok.vocab_size != OFFICIAL_TOKENIZER_VOCAB:
         warnings.warn(
-            f"{path} has the official 64010-row text embedding but the tokenizer {tok.path} has {tok.vocab_size} "
-            f"ids; official checkpoints need beit3.spm ({BEIT3_SPM_URL})",
+            f"{path} has the official {OFFICIAL_VOCAB_SIZE}-row text embedding but the tokenizer {tok.path} has "
+            f"{tok.vocab_size} ids; official checkpoints need beit3.spm ({BEIT3_SPM_URL})",
             UserWarning,
             stacklevel=3,
         )
@@ -247,9 +202,9 @@ def load_model(
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
     task = choose_task(path, info, task, ckpt.data_hparams.get("task"))
-    predictor_class = PREDICTORS[info.head]
+    predictor = predictor_class(info.head)
     kwargs = {**task_defaults(info, ckpt), **task_kwargs}
-    _check_task_kwargs(predictor_class, task, kwargs)
+    _check_task_kwargs(predictor, task, kwargs)
 
     config = build_config(path, info, model, img_size, ckpt.hparams)
     network = build_network(info, config)
@@ -266,4 +221,4 @@ def load_model(
         interpolation=data.get("interpolation", "bicubic"),
         crop_pct=data.get("crop_pct", 1.0),
     )
-    return predictor_class(network, processor, task, device=device, batch_size=batch_size, source=path, **kwargs)
+    return predictor(network, processor, task, device=device, batch_size=batch_size, source=path, **kwargs)

@@ -1,9 +1,9 @@
 """Read official BEiT-3 ``.pth`` files, Lightning ``.ckpt`` files and ``.safetensors`` into our models.
 
-Follows unilm ``load_model_and_may_interpolate`` (REFERENCE §3): try the ``model`` then ``module`` entry, no key
-renaming, resize the vision position table to the model's image size, drop a shape-mismatched ``head``. Unlike the
-reference it is strict by default: every missing, unexpected or mismatched key is reported by name and raises,
-except the differences that are known to be benign and allowed explicitly.
+Follows unilm ``utils.load_model_and_may_interpolate`` (docs/reference.md#checkpoint-loading): try the ``model``
+then ``module`` entry, no key renaming, resize the vision position table to the model's image size, drop a
+shape-mismatched ``head``. Unlike the reference it is strict by default: every missing, unexpected or mismatched key
+is reported by name and raises, except the differences that are known to be benign and allowed explicitly.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,8 @@ NUM_KEPT_POS_ROWS = 3
 BACKBONE_PREFIX = "beit3."
 # Lightning checkpoints of our task modules hold the plain model under this attribute.
 LIGHTNING_MODEL_PREFIX = "model."
+# The key that marks a file as a Lightning checkpoint.
+LIGHTNING_VERSION_KEY = "pytorch-lightning_version"
 
 
 class CheckpointError(ValueError):
@@ -70,11 +73,20 @@ class LoadReport:
 
 
 # ----- reading -------------------------------------------------------------------------------------------------
-def read_state_dict(path: str | Path, model_key: str = "model|module") -> dict[str, Tensor]:
-    """The flat ``{name: tensor}`` of an official ``.pth``, a Lightning ``.ckpt`` or a ``.safetensors`` file.
+@dataclass
+class LoadedCheckpoint:
+    """Weights plus, for Lightning checkpoints, the task's and the DataModule's hyper-parameters."""
+
+    state: dict[str, Tensor]
+    hparams: dict[str, Any] = field(default_factory=dict)
+    data_hparams: dict[str, Any] = field(default_factory=dict)
+
+
+def read_checkpoint(path: str | Path, model_key: str = "model|module") -> LoadedCheckpoint:
+    """Read an official ``.pth``, a Lightning ``.ckpt`` (weights under ``model.*``) or a ``.safetensors`` file.
 
     ``model_key``: entries tried in order (``|``-separated) for ``.pth`` files; the whole file is the state dict when
-    none is present (a raw ``torch.save(model.state_dict())``).
+    none is present (a raw ``torch.save(model.state_dict())``). Everything is read with ``weights_only=True``.
     """
     path = Path(path)
     if not path.is_file():
@@ -82,7 +94,7 @@ def read_state_dict(path: str | Path, model_key: str = "model|module") -> dict[s
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        return LoadedCheckpoint(load_file(str(path), device="cpu"))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -96,15 +108,41 @@ def read_state_dict(path: str | Path, model_key: str = "model|module") -> dict[s
         ) from err
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
-    return unwrap_state_dict(obj, model_key, source_name=str(path))
+    if isinstance(obj, Mapping) and LIGHTNING_VERSION_KEY in obj:
+        return LoadedCheckpoint(
+            lightning_model_weights(obj, str(path)),
+            dict(obj.get("hyper_parameters") or {}),
+            dict(obj.get("datamodule_hyper_parameters") or {}),
+        )
+    return LoadedCheckpoint(unwrap_state_dict(obj, model_key, source_name=str(path)))
+
+
+def read_state_dict(path: str | Path, model_key: str = "model|module") -> dict[str, Tensor]:
+    """The flat ``{name: tensor}`` of a checkpoint file (see :func:`read_checkpoint`)."""
+    return read_checkpoint(path, model_key).state
+
+
+def lightning_model_weights(checkpoint: Mapping[str, Any], source_name: str = "checkpoint") -> dict[str, Tensor]:
+    """The plain model's weights in a Lightning checkpoint of one of our tasks (``model.*`` keys, prefix removed)."""
+    state = {
+        key[len(LIGHTNING_MODEL_PREFIX) :]: value
+        for key, value in (checkpoint.get("state_dict") or {}).items()
+        if key.startswith(LIGHTNING_MODEL_PREFIX)
+    }
+    if not state:
+        raise CheckpointError(
+            f"{source_name} is a Lightning checkpoint without 'model.*' weights: it was not saved from a "
+            "beit3_lightning task"
+        )
+    return state
 
 
 def unwrap_state_dict(obj: object, model_key: str = "model|module", source_name: str = "state dict") -> dict:
     """The weights inside a loaded checkpoint object (Lightning ``state_dict``, ``model``/``module`` entry, or raw)."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source_name} holds a {type(obj).__name__}, not a state dict")
-    if "state_dict" in obj and "pytorch-lightning_version" in obj:
-        return _strip_prefix(obj["state_dict"], LIGHTNING_MODEL_PREFIX)
+    if "state_dict" in obj and LIGHTNING_VERSION_KEY in obj:
+        return lightning_model_weights(obj, source_name)
     for key in model_key.split("|"):
         if key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
@@ -116,12 +154,6 @@ def unwrap_state_dict(obj: object, model_key: str = "model|module", source_name:
             f"the weights (top-level keys: {sorted(obj)[:10]})"
         )
     return dict(obj)
-
-
-def _strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    if state_dict and all(k.startswith(prefix) for k in state_dict):
-        return {k[len(prefix) :]: v for k, v in state_dict.items()}
-    return dict(state_dict)
 
 
 # ----- adapting ------------------------------------------------------------------------------------------------

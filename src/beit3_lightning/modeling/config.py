@@ -1,6 +1,7 @@
 """Backbone configuration: one dataclass with the official presets (litgpt-style named configs).
 
-Field meanings follow REFERENCE §1.1 (torchscale ``EncoderConfig`` as set by unilm ``_get_base_config``):
+Field meanings follow torchscale ``EncoderConfig`` as set by unilm ``_get_base_config`` / ``_get_large_config``
+(docs/reference.md#backbone-configuration):
 Multiway pre-LN encoder with Magneto sub-LN, absolute learned positions, no relative bias, no dropout.
 """
 
@@ -10,12 +11,15 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-# Image sizes the official registry uses (REFERENCE §2); any multiple of the patch size works.
+# Rows of text_embed / mlm_head in the released checkpoints, although the official tokenizer only produces ids
+# 0..64001 (unilm issue #1318): kept for checkpoint shapes.
+OFFICIAL_VOCAB_SIZE = 64010
+# Image sizes the official registry uses (unilm ``beit3/modeling_finetune.py``); any multiple of the patch size works.
 OFFICIAL_IMAGE_SIZES = (224, 384, 480, 768)
 
 # Shape of each named preset; img_size is chosen separately (see Beit3Config.from_name).
 PRESETS: dict[str, dict[str, Any]] = {
-    # 1.5 M parameters: learns the embedded sample data on a laptop CPU in minutes (../shared/NOTES.md).
+    # 1.5 M parameters: learns the embedded sample data on a laptop CPU in minutes (benchmarks/sample_learning.py).
     "tiny": dict(embed_dim=128, num_heads=4, ffn_dim=512, num_layers=4, patch_size=16),
     "base": dict(embed_dim=768, num_heads=12, ffn_dim=3072, num_layers=12, patch_size=16),
     "large": dict(embed_dim=1024, num_heads=16, ffn_dim=4096, num_layers=24, patch_size=16),
@@ -40,12 +44,11 @@ class Beit3Config:
     img_size: int = 224
     patch_size: int = 16
     in_chans: int = 3
-    # 64010 rows although the tokenizer only produces 0..64001 (unilm issue #1318): kept for checkpoint shapes.
-    vocab_size: int = 64010
+    vocab_size: int = OFFICIAL_VOCAB_SIZE
     max_text_positions: int = 1024
     layernorm_eps: float = 1e-5
     drop_path_rate: float = 0.0
-    # Final Multiway LayerNorm on the encoder output; False for ImageNet and VQAv2 (REFERENCE §2).
+    # Final Multiway LayerNorm on the encoder output; False for ImageNet and VQAv2 (the official heads skip it).
     normalize_output: bool = True
     grad_checkpointing: bool = False
     # "sdpa": torch.nn.functional.scaled_dot_product_attention (fused kernels); "math": explicit matmul + fp32
@@ -95,6 +98,14 @@ class Beit3Config:
             fields["patch_size"] = int(match["patch"])
         if match["img"]:
             fields["img_size"] = int(match["img"])
+            # A size given twice must agree: silently letting one win trains at a resolution nobody asked for.
+            given = overrides.get("img_size")
+            if given is not None and int(given) != fields["img_size"]:
+                raise ValueError(
+                    f"model {name!r} names image size {fields['img_size']} but img_size={given} was also given; "
+                    f"give the size once: name the preset only (e.g. {size!r}) and set the size on the data side "
+                    "(data.init_args.img_size)"
+                )
         fields.update(overrides)
         return cls(**fields)
 

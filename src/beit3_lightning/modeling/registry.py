@@ -1,4 +1,5 @@
-"""Model registry: the 15 official names of unilm ``modeling_finetune`` plus our tiny variants (REFERENCE §2).
+"""Model registry: the 15 official names of unilm ``modeling_finetune`` plus our tiny variants (unilm
+``beit3/modeling_finetune.py``).
 
 A name reads ``beit3_<size>_patch<p>_<img>_<head>``; ``create_model(name, **overrides)`` builds it with random
 weights (load a checkpoint afterwards). ``model_name_for_task`` turns ``--model beit3_base_patch16_480`` and
@@ -11,36 +12,21 @@ import dataclasses
 import fnmatch
 import inspect
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from beit3_lightning.modeling.config import Beit3Config
-from beit3_lightning.modeling.heads import (
-    Beit3ForCaptioning,
-    Beit3ForImageClassification,
-    Beit3ForRetrieval,
-    Beit3ForVisualQuestionAnswering,
-    Beit3ForVisualReasoning,
-    Beit3TaskModel,
-)
+import torch
 
-# Head suffix of a registered name → class.
-HEADS: dict[str, type[Beit3TaskModel]] = {
-    "imageclassification": Beit3ForImageClassification,
-    "nlvr2": Beit3ForVisualReasoning,
-    "vqav2": Beit3ForVisualQuestionAnswering,
-    "captioning": Beit3ForCaptioning,
-    "retrieval": Beit3ForRetrieval,
-}
-# Task (``--task``) → head suffix appended to ``--model``.
-TASK_SUFFIX: dict[str, str] = {
-    "imagenet": "imageclassification",
-    "nlvr2": "nlvr2",
-    "vqav2": "vqav2",
-    "coco_captioning": "captioning",
-    "nocaps": "captioning",
-    "coco_retrieval": "retrieval",
-    "flickr30k": "retrieval",
-}
+from beit3_lightning.modeling.checkpoint import BACKBONE_PREFIX
+from beit3_lightning.modeling.config import Beit3Config
+from beit3_lightning.modeling.heads import Beit3TaskModel
+from beit3_lightning.task_table import DATASETS, resolve, resolve_dataset
+from beit3_lightning.task_table import HEADS as HEAD_SPECS
+
+# Head suffix of a registered name → class (from the task table).
+HEADS: dict[str, type[Beit3TaskModel]] = {name: resolve(spec.model_class) for name, spec in HEAD_SPECS.items()}
+# Dataset (``--task``) → head suffix appended to ``--model``.
+TASK_SUFFIX: dict[str, str] = {name: spec.head for name, spec in DATASETS.items()}
 # Official aliases of Beit3Config fields (the kwargs the reference registry passes through).
 CONFIG_ALIASES = {"checkpoint_activations": "grad_checkpointing", "drop_path": "drop_path_rate"}
 # Fields a registered name fixes: changing them would build a different architecture under the same name.
@@ -88,7 +74,8 @@ def _specs() -> dict[str, ModelSpec]:
         ModelSpec("large", 384, "retrieval"),
     ]
     extra = [
-        # Zero-shot retrieval with the large ITC checkpoint at its pre-training size (REFERENCE §6.3).
+        # Zero-shot retrieval with the large ITC checkpoint at its pre-training size; upstream has no such entry
+        # (docs/reference.md#zero-shot-retrieval).
         ModelSpec("large", 224, "retrieval", official=False),
         # 1.5 M-parameter variants for the sample data, tests and CPU demos.
         *(ModelSpec("tiny", 48, head, official=False) for head in HEADS),
@@ -163,7 +150,13 @@ def create_model(name: str, **overrides: Any) -> Beit3TaskModel:
 
 
 def _task_suffix(task: str) -> str:
-    try:
-        return TASK_SUFFIX[task]
-    except KeyError:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(sorted(TASK_SUFFIX))}") from None
+    return TASK_SUFFIX[resolve_dataset(task)]
+
+
+@cache
+def head_keys(head: str) -> frozenset[str]:
+    """State-dict keys of ``head`` outside the ``beit3.*`` backbone, read from the head class itself (built on the
+    meta device: no memory, no init), so checkpoint inspection never keeps a hand-written copy of them."""
+    with torch.device("meta"):
+        model = HEADS[head](Beit3Config.from_name("tiny"))
+    return frozenset(key for key in model.state_dict() if not key.startswith(BACKBONE_PREFIX))

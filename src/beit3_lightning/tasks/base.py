@@ -1,28 +1,31 @@
 """What every BEiT-3 task shares: the model built from a preset, initialisation from a checkpoint, the official
-optimiser recipe (AdamW groups, layer-wise lr decay or head boost, per-step warmup + cosine), optional EMA.
+optimiser recipe (AdamW groups, layer-wise lr decay or head boost, per-step warmup + cosine) and the evaluation loop.
 
-Subclasses set ``task`` and ``key_metric``, build their head model and hand it to ``attach_model`` at the end of
-their ``__init__``, and implement the steps.
+Subclasses set ``head`` (their row of the task table, which gives the key metric), build their head model and hand
+it to ``attach_model`` at the end of their ``__init__``, and implement the steps. EMA and throughput logging are
+callbacks the task adds itself (``configure_callbacks``); the tokenizer comes from the DataModule once, in ``setup``.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import math
-import time
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from torchmetrics import Metric
 
+from beit3_lightning.callbacks.ema import EMA
+from beit3_lightning.callbacks.throughput import Throughput
+from beit3_lightning.data.tokenizer import Beit3Tokenizer
 from beit3_lightning.data.transforms import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
-from beit3_lightning.ema import ModelEma
 from beit3_lightning.modeling import Beit3Config
 from beit3_lightning.modeling.checkpoint import load_checkpoint
 from beit3_lightning.modeling.heads import Beit3TaskModel
 from beit3_lightning.optim import build_scheduler, param_groups
+from beit3_lightning.task_table import DATASETS, datasets_of_head
+from beit3_lightning.tasks.schedule import steps_per_epoch, total_training_steps
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +57,23 @@ class Beit3Task(L.LightningModule):
             ``math`` (torchscale's explicit softmax).
     """
 
-    task: ClassVar[str] = ""
+    # The head this task trains (a key of the task table's HEADS); its datasets give the key metric.
+    head: ClassVar[str] = ""
     key_metric: ClassVar[str] = ""
+    key_metric_mode: ClassVar[str] = "max"
     # Factor applied to a metric that computes a single value (NLVR2's accuracy fraction → percent, as the reference).
     metric_scale: ClassVar[float] = 1.0
     # Normalisation of the task's input images (to show them in TensorBoard): mean = std = 0.5 for VL tasks.
     image_mean: ClassVar[tuple[float, float, float]] = IMAGENET_INCEPTION_MEAN
     image_std: ClassVar[tuple[float, float, float]] = IMAGENET_INCEPTION_STD
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.head:  # one source of truth: the task table's datasets of this head
+            specs = {(DATASETS[name].key_metric, DATASETS[name].key_metric_mode) for name in datasets_of_head(cls.head)}
+            if len(specs) != 1:
+                raise TypeError(f"{cls.__name__}: the datasets of head {cls.head!r} disagree on the key metric {specs}")
+            cls.key_metric, cls.key_metric_mode = specs.pop()
 
     def __init__(
         self,
@@ -91,12 +104,12 @@ class Beit3Task(L.LightningModule):
             overrides["vocab_size"] = vocab_size
         self.config = Beit3Config.from_name(model, **overrides)
         self.model: Beit3TaskModel | None = None
-        self.ema: ModelEma | None = None
-        self._last_batch_end: float | None = None
+        # Decodes token ids in TensorBoard panels and generated captions; handed over by the DataModule in setup.
+        self.tokenizer: Beit3Tokenizer | None = None
 
     # ----- model --------------------------------------------------------------------------------------------
     def attach_model(self, model: Beit3TaskModel) -> None:
-        """Install the task's head model: initial weights, gradient checkpointing, frozen unused parts, EMA."""
+        """Install the task's head model: initial weights, gradient checkpointing, frozen unused parts."""
         hp = self.hparams
         self.model = model
         if hp.init_from:
@@ -105,7 +118,6 @@ class Beit3Task(L.LightningModule):
             self.model.set_grad_checkpointing(True)
         # Parameters this task never reaches stay frozen so DDP needs no find_unused_parameters (heads/base.py).
         self.model.freeze_unused_parameters_()
-        self.ema = ModelEma(self.model, decay=hp.ema_decay) if hp.ema_decay else None
 
     def load_init_checkpoint(self, path: str) -> None:
         """Start from a checkpoint: the backbone must match exactly; a head it lacks keeps its fresh init,
@@ -125,47 +137,20 @@ class Beit3Task(L.LightningModule):
             head_lr_scale=hp.head_lr_scale,
         )
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
-        total = max(self.total_training_steps(), 1)
-        warmup = hp.warmup_steps if hp.warmup_steps >= 0 else round(hp.warmup_epochs * self.steps_per_epoch())
+        total = max(total_training_steps(self.trainer), 1)
+        warmup = hp.warmup_steps if hp.warmup_steps >= 0 else round(hp.warmup_epochs * steps_per_epoch(self.trainer))
         scheduler = build_scheduler(optimizer, total_steps=total, warmup_steps=min(warmup, total - 1), min_lr=hp.min_lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def steps_per_epoch(self) -> float:
-        """Optimiser steps in one epoch (what ``warmup_epochs`` is converted with).
-
-        With our DataModules it is computed from the dataset size instead of by building the train loader: Lightning
-        would build (and start reading) it before restoring a checkpoint, which makes a mid-epoch resume start the
-        epoch over. Other data sources fall back to Lightning's estimate.
-        """
-        trainer = self.trainer
-        datamodule = getattr(trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "num_train_batches"):
-            epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
-            return trainer.estimated_stepping_batches / epochs
-        batches = datamodule.num_train_batches()
-        limit = trainer.limit_train_batches
-        batches = min(batches, int(limit)) if isinstance(limit, int) else int(batches * limit)
-        return math.ceil(batches / trainer.accumulate_grad_batches)
-
-    def total_training_steps(self) -> int:
-        """Optimiser steps of the whole run, as ``trainer.estimated_stepping_batches`` counts them."""
-        trainer = self.trainer
-        datamodule = getattr(trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "num_train_batches"):
-            return int(trainer.estimated_stepping_batches)
-        if trainer.max_epochs is None or trainer.max_epochs < 0:  # bounded by max_steps only
-            return trainer.max_steps
-        steps = int(self.steps_per_epoch()) * max(trainer.max_epochs, 1)
-        return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
-
-    def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
-        # Runs once per optimiser step (after it), not per micro-batch under gradient accumulation.
-        if self.ema is not None:
-            self.ema.update(self.model)
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Callbacks every run of this task needs, whatever the trainer config: throughput logging, and EMA when
+        ``ema_decay`` is set (its weights are saved in checkpoints as ``model_ema`` and restored on resume)."""
+        callbacks: list[L.Callback] = [Throughput()]
+        if self.hparams.ema_decay:
+            callbacks.append(EMA(self.hparams.ema_decay))
+        return callbacks
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.ema is not None:
-            checkpoint["model_ema"] = self.ema.state_dict()
         # The CLI links ``num_classes`` to every task and records None for tasks without classes; `beit3 validate
         # --ckpt_path` re-parses the saved hyperparameters, and RetrievalTask & co. reject an unknown argument.
         hparams = checkpoint.get("hyper_parameters", {})
@@ -173,22 +158,18 @@ class Beit3Task(L.LightningModule):
         for key in [k for k, v in hparams.items() if v is None and not k.startswith("_") and k not in accepted]:
             del hparams[key]
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.ema is not None and "model_ema" in checkpoint:
-            self.ema.load_state_dict(checkpoint["model_ema"])
+    # ----- data ----------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            self.attach_data(datamodule)
+
+    def attach_data(self, datamodule: L.LightningDataModule) -> None:
+        """Take what the task needs from its DataModule, once per run (subclasses add answers, references)."""
+        if hasattr(datamodule, "tokenizer"):
+            self.tokenizer = datamodule.tokenizer
 
     # ----- helpers for subclasses ----------------------------------------------------------------------------
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # Wall time between consecutive batch ends: loading, forward, backward and optimiser step together.
-        now = time.perf_counter()
-        if self._last_batch_end is not None:
-            batch_size = len(batch["image"])
-            self.log("train/samples_per_sec", batch_size / max(now - self._last_batch_end, 1e-9), batch_size=batch_size)
-        self._last_batch_end = now
-
-    def on_train_epoch_start(self) -> None:
-        self._last_batch_end = None
-
     def log_train_loss(self, loss: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """Check and log the training loss; returns it for backward."""
         self.check_finite(loss, batch)
@@ -238,11 +219,10 @@ class Beit3Task(L.LightningModule):
         return []
 
     def decode_text(self, tokens: torch.Tensor) -> str:
-        """Text of a token-id row through the DataModule's tokenizer (the ids themselves without one)."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "tokenizer"):
+        """Text of a token-id row through the task's tokenizer (the ids themselves without one)."""
+        if self.tokenizer is None:
             return str(tokens.tolist())
-        return datamodule.tokenizer.decode(tokens)
+        return self.tokenizer.decode(tokens)
 
 
 def first_items(batch: dict[str, Any], n: int) -> dict[str, Any]:

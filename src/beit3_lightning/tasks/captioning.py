@@ -30,8 +30,7 @@ class CaptioningTask(Beit3Task):
         **kwargs: the shared recipe of :class:`Beit3Task` (official: lr 4e-5, layer_decay 1.0, drop_path 0.1).
     """
 
-    task = "captioning"
-    key_metric = "CIDEr"
+    head = "captioning"
 
     def __init__(
         self,
@@ -47,27 +46,18 @@ class CaptioningTask(Beit3Task):
         super().__init__(**kwargs)
         self.attach_model(Beit3ForCaptioning(self.config))
         self.loss_fn = CaptioningLoss(label_smoothing, drop_worst_ratio, drop_worst_after)
-        self._tokenizer = Beit3Tokenizer(tokenizer_path) if tokenizer_path else None
+        if tokenizer_path:  # decoding without a DataModule (a DataModule's tokenizer replaces it in setup)
+            self.tokenizer = Beit3Tokenizer(tokenizer_path)
         self.val_metric = CaptionMetric()
         self.test_metric = CaptionMetric()
 
-    # ----- tokenizer and references come from the DataModule when there is one --------------------------------
-    @property
-    def tokenizer(self) -> Beit3Tokenizer:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "tokenizer"):
-            return datamodule.tokenizer
-        if self._tokenizer is None:
-            raise RuntimeError("captioning needs a tokenizer: pass tokenizer_path= or use a CaptioningDataModule")
-        return self._tokenizer
-
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
-            return
-        task, root = datamodule.task, datamodule.root
-        self.val_metric.set_references(lambda: caption_references(task, root, "val"))
-        self.test_metric.set_references(lambda: caption_references(task, root, datamodule.test_split))
+    # ----- the tokenizer and the caption references come from the DataModule ---------------------------------
+    def attach_data(self, datamodule) -> None:
+        super().attach_data(datamodule)
+        dataset, root, test_split = datamodule.task, datamodule.root, datamodule.test_split
+        # Read lazily, at the first evaluation: the Karpathy file is large and a fit may never validate.
+        self.val_metric.set_references(lambda: caption_references(dataset, root, "val"))
+        self.test_metric.set_references(lambda: caption_references(dataset, root, test_split))
 
     # ----- training --------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -84,6 +74,8 @@ class CaptioningTask(Beit3Task):
     def generate(self, images: torch.Tensor, num_beams: int | None = None, max_len: int | None = None) -> list[str]:
         """Captions for images (B, 3, H, W) by beam search with the key/value cache."""
         tokenizer = self.tokenizer
+        if tokenizer is None:
+            raise RuntimeError("captioning needs a tokenizer: pass tokenizer_path= or use a CaptioningDataModule")
         ids = beam_search(
             self.model,
             images,

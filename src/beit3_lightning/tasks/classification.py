@@ -27,8 +27,7 @@ class ImageClassificationTask(Beit3Task):
         **kwargs: the shared recipe of :class:`Beit3Task` (model, init_from, lr, layer_decay, ...).
     """
 
-    task = "imagenet"
-    key_metric = "acc1"
+    head = "imageclassification"
     image_mean = IMAGENET_DEFAULT_MEAN
     image_std = IMAGENET_DEFAULT_STD
 

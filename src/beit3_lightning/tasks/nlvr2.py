@@ -19,8 +19,7 @@ class NLVR2Task(Beit3Task):
         **kwargs: the shared recipe of :class:`Beit3Task` (official: lr 7e-4, layer_decay 0.65, wd 0.2).
     """
 
-    task = "nlvr2"
-    key_metric = "acc"
+    head = "nlvr2"
     metric_scale = 100.0
 
     def __init__(self, **kwargs: Any):

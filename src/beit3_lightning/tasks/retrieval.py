@@ -23,8 +23,7 @@ class RetrievalTask(Beit3Task):
             layer_decay 0.65, drop_path 0.2, gradient checkpointing).
     """
 
-    task = "retrieval"
-    key_metric = "average_score"
+    head = "retrieval"
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

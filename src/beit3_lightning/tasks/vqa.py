@@ -21,12 +21,12 @@ class VQATask(Beit3Task):
             ``head_lr_scale=20`` and AdamW betas (0.9, 0.98).
     """
 
-    task = "vqav2"
-    key_metric = "score"
+    head = "vqav2"
 
     def __init__(self, num_classes: int = 3129, **kwargs: Any):
         super().__init__(**kwargs)
         self.attach_model(Beit3ForVisualQuestionAnswering(self.config, num_classes=num_classes))
+        self.answers: list[str] | None = None  # label -> answer string, from the DataModule in setup
         self.val_metric = VQAScore()
         self.test_metric = VQAScore()
 
@@ -56,11 +56,16 @@ class VQATask(Beit3Task):
         label2ans = self.label2ans()
         return [{"question_id": int(q), "answer": label2ans[a]} for q, a in zip(batch["qid"], best)]
 
+    def attach_data(self, datamodule) -> None:
+        super().attach_data(datamodule)
+        if hasattr(datamodule, "label2ans"):
+            self.answers = datamodule.label2ans
+
     def label2ans(self) -> list[str]:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "label2ans"):
+        """Answer strings in label order, from the DataModule's ``answer2label.txt``."""
+        if self.answers is None:
             raise RuntimeError("VQA predictions need the answer vocabulary: run with a VQAv2DataModule")
-        return datamodule.label2ans
+        return self.answers
 
     def describe_batch(self, batch: dict[str, Any], num_samples: int) -> list[tuple[torch.Tensor, str]]:
         """Question, predicted answer (with its VQA score) and the best-scored true answer."""

@@ -6,15 +6,10 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
-from ..index.captioning import build_coco_captioning_index, build_nocaps_index
+from ...task_table import DATASETS, resolve
 from ..index.common import TextEncoder
-from ..index.imagenet import build_imagenet_index
-from ..index.nlvr2 import build_nlvr2_index
-from ..index.retrieval import build_coco_retrieval_index, build_flickr30k_index
-from ..index.vqav2 import build_vqav2_index
 from ..tokenizer import Beit3Tokenizer
 from .raw import check_dataset_name, generate_sample_raw
 from .vqav2 import IMAGE_SPLITS
@@ -25,17 +20,18 @@ MARKER_NAME = ".beit3_sample.json"
 # Half of the sample val images form rest_val (the official 1000 would take all of them and leave no trainable_val).
 SAMPLE_REST_VAL_IMAGES = IMAGE_SPLITS[1][2] // 2
 
-INDEX_BUILDERS: dict[str, Callable[[Path, TextEncoder], object]] = {
-    "imagenet": lambda root, tokenizer: build_imagenet_index(root),
-    "vqav2": lambda root, tokenizer: build_vqav2_index(
-        root, tokenizer, min_answer_count=1, rest_val_images=SAMPLE_REST_VAL_IMAGES
-    ),
-    "nlvr2": build_nlvr2_index,
-    "coco_captioning": build_coco_captioning_index,
-    "coco_retrieval": build_coco_retrieval_index,
-    "flickr30k": build_flickr30k_index,
-    "nocaps": lambda root, tokenizer: build_nocaps_index(root),
+# Index-builder arguments of the sample that differ from `beit3 prepare`'s defaults: every sample answer is kept
+# (the official vocabulary keeps answers seen 9 times), and half of the sample val images form rest_val.
+SAMPLE_INDEX_ARGS: dict[str, dict[str, object]] = {
+    "vqav2": {"min_answer_count": 1, "rest_val_images": SAMPLE_REST_VAL_IMAGES},
 }
+
+
+def build_sample_index(dataset: str, root: Path, tokenizer: TextEncoder) -> None:
+    """Build the official indexes of a sample dataset with the builder `beit3 prepare <dataset>` uses."""
+    spec = DATASETS[dataset]
+    args = (root, tokenizer) if spec.needs_tokenizer else (root,)
+    resolve(spec.index_builder)(*args, **SAMPLE_INDEX_ARGS.get(dataset, {}))
 
 
 def _marker(dataset: str) -> dict[str, object]:
@@ -73,7 +69,7 @@ def ensure_sample_dataset(dataset: str, root: str | os.PathLike[str], tokenizer:
     building.chmod(0o755)  # mkdtemp makes it private; the renamed dataset should be a normal directory
     try:
         generate_sample_raw(dataset, building)
-        INDEX_BUILDERS[dataset](building, tokenizer if tokenizer is not None else Beit3Tokenizer.sample())
+        build_sample_index(dataset, building, tokenizer if tokenizer is not None else Beit3Tokenizer.sample())
         (building / MARKER_NAME).write_text(json.dumps(_marker(dataset)), encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)  # stale sample (marker checked above) or empty directory
