@@ -37,8 +37,3 @@ def write_json_lines(path: Path, records: list[Any]) -> Path:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def only_index_files(directory: Path, pattern: str) -> list[str]:
-    """Sorted names matching ``pattern`` (also catches leftover temp files like ``.x.jsonl.abc.tmp``)."""
-    return sorted(p.name for p in directory.glob(pattern))

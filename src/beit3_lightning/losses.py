@@ -1,4 +1,5 @@
-"""Training losses of the BEiT-3 fine-tuning recipes (REFERENCE §5.1), written in plain torch.
+"""Training losses of the BEiT-3 fine-tuning recipes (unilm ``engine_for_finetuning.py`` handlers and ``utils.py``),
+written in plain torch.
 
 - ImageNet: :func:`label_smoothing_cross_entropy` (no mixup) or :func:`soft_target_cross_entropy` (mixup/cutmix).
 - VQAv2: :func:`vqa_bce_loss` (BCE-with-logits × number of answers).

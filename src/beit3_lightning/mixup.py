@@ -1,4 +1,5 @@
-"""Mixup / CutMix for ImageNet fine-tuning (REFERENCE §5.6), with timm ``Mixup`` semantics in batch mode.
+"""Mixup / CutMix for ImageNet fine-tuning (unilm ``run_beit3_finetuning.py`` ``--mixup``/``--cutmix``), with timm
+``Mixup`` semantics in batch mode.
 
 One λ per batch. Each image is mixed with its partner in the flipped batch (``x.flip(0)``): sample i with
 sample B−1−i. Mixup blends whole images; CutMix pastes a box of the partner and corrects λ to the kept area.

@@ -1,4 +1,5 @@
-"""Optimiser recipe of the reference (REFERENCE §5.4, §5.5): AdamW parameter groups and the per-step LR schedule.
+"""Optimiser recipe of unilm ``beit3/optim_factory.py`` and ``utils.cosine_scheduler``: AdamW parameter groups and
+the per-step LR schedule (summary: ``docs/reference.md#optimiser-and-lr-schedule``).
 
 The groups carry an ``lr_scale`` (layer-wise decay or task-head boost). The optimiser's ``lr`` is the *base* LR;
 :func:`build_scheduler` multiplies the warmup+cosine schedule by each group's ``lr_scale``, exactly as the

@@ -26,7 +26,7 @@ SMALL = Beit3Config(
 PATCHES = 16
 
 
-# ----- the official layout, written out by hand from REFERENCE §1.7 ------------------------------------------------
+# ----- the official layout, written out by hand from docs/reference.md#state-dict-layout ----------------------------
 def official_backbone_layout(normalize_output: bool) -> dict[str, tuple[int, ...]]:
     layout = {
         "beit3.text_embed.weight": (VOCAB, D),
@@ -139,7 +139,7 @@ def test_parameter_counts_equal_the_reference(cls, size, img, params, keys):
     assert len(model.state_dict()) == keys
 
 
-# ----- initialisation (REFERENCE §1.8) -------------------------------------------------------------------------------
+# ----- initialisation (unilm BEiT3Wrapper._init_weights) -------------------------------------------------------------
 TRUNC_STD = 0.0108  # std of N(0, 0.02²) truncated at ±0.02
 
 

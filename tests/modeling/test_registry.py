@@ -20,7 +20,7 @@ from beit3_lightning.modeling.registry import (
     model_name_for_task,
 )
 
-OFFICIAL_NAMES = [  # REFERENCE §2: unilm modeling_finetune.py
+OFFICIAL_NAMES = [  # the 15 models registered in unilm beit3/modeling_finetune.py
     "beit3_base_patch16_224_captioning",
     "beit3_base_patch16_224_imageclassification",
     "beit3_base_patch16_224_nlvr2",

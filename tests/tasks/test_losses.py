@@ -1,4 +1,4 @@
-"""Losses: hand-computed values and brute-force re-derivations (REFERENCE §5.1)."""
+"""Losses: hand-computed values and brute-force re-derivations of the unilm losses."""
 
 import math
 

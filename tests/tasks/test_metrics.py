@@ -1,4 +1,4 @@
-"""Metrics on tiny hand-computed cases (REFERENCE §5.1, §5.2; NOTES "Evaluation tools")."""
+"""Metrics on tiny hand-computed cases, checked against the definitions of the unilm handlers and coco-caption."""
 
 import math
 from itertools import product

@@ -29,7 +29,7 @@ def make_data() -> dict:
     }
 
 
-REFERENCES = {
+GROUND_TRUTH_CAPTIONS = {
     1: ["a red bus on the street", "a big red bus"],
     2: ["two dogs playing in the snow"],
     3: ["a man riding a horse", "a person on a horse"],
@@ -52,7 +52,7 @@ def run_metrics(data: dict, shard: list[int] | None, vqa_rows: list[int], cls_ro
     vqa, accuracy = VQAScore(), TopKAccuracy()
     vqa.update(data["vqa_logits"][vqa_rows], data["vqa_targets"][vqa_rows])
     accuracy.update(data["cls_logits"][cls_rows], data["cls_targets"][cls_rows])
-    caption = CaptionMetric(REFERENCES)
+    caption = CaptionMetric(GROUND_TRUTH_CAPTIONS)
     caption.update([data["caption_ids"][i] for i in cap_rows], [data["captions"][i] for i in cap_rows])
     results = {f"retrieval/{k}": v for k, v in retrieval.compute().items()}
     results["vqa/score"] = vqa.compute()

@@ -1,4 +1,4 @@
-"""Mixup/CutMix (timm batch-mode semantics, REFERENCE §5.6)."""
+"""Mixup/CutMix (timm ``Mixup`` batch-mode semantics, as unilm uses it for ImageNet)."""
 
 import numpy as np
 import pytest

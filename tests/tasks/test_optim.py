@@ -1,4 +1,4 @@
-"""Optimiser groups, LR schedule (REFERENCE §5.4, §5.5) and the weight EMA."""
+"""Optimiser groups, LR schedule (unilm ``optim_factory`` and ``utils.cosine_scheduler``) and the weight EMA."""
 
 import io
 import math

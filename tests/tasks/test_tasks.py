@@ -1,5 +1,5 @@
 """The task LightningModules on tiny models and synthetic batches: gradients (DDP without find_unused_parameters),
-overfitting, the optimiser recipe on the real model (REFERENCE §5.4, §5.5), init_from, EMA and the non-finite check.
+overfitting, the optimiser recipe on the real model (unilm ``optim_factory``), init_from, EMA and the non-finite check.
 """
 
 from __future__ import annotations

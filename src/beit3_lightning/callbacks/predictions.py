@@ -1,4 +1,4 @@
-"""``beit3 predict`` → submission files (REFERENCE §5.2).
+"""``beit3 predict`` → submission files (the format of unilm ``utils.dump_predictions``).
 
 Every process's predictions are gathered, de-duplicated (a ``DistributedSampler`` pads the last shard with
 repeated samples) and written once, atomically, by global rank 0:

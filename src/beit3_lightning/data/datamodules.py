@@ -1,4 +1,4 @@
-"""LightningDataModules for the BEiT-3 fine-tuning tasks (REFERENCE §4.5).
+"""LightningDataModules for the BEiT-3 fine-tuning tasks (unilm ``datasets.create_downstream_dataset``).
 
 All DataModules share :class:`Beit3DataModule`. Compared with the reference loaders:
 
@@ -8,8 +8,8 @@ All DataModules share :class:`Beit3DataModule`. Compared with the reference load
   reproducible from ``seed`` (see :mod:`beit3_lightning.data.datasets`).
 * Validation / test / predict use the **evaluation transforms, no shuffling and drop_last=False**, with
   ``eval_batch_size`` (default ``int(1.5 * batch_size)``). The reference validates during training with the
-  *training* transforms, a shuffled sampler and ``drop_last=True`` (REFERENCE §4.5/§6.6); we fix that so the
-  "best" checkpoint is chosen on deterministic metrics over the whole split.
+  *training* transforms, a shuffled sampler and ``drop_last=True`` (``docs/reference.md#splits-and-loaders``); we
+  fix that so the "best" checkpoint is chosen on deterministic metrics over the whole split.
 """
 
 from __future__ import annotations

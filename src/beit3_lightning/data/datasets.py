@@ -1,4 +1,4 @@
-"""Map-style datasets over the official BEiT-3 ``*.jsonl`` index files (REFERENCE §4.1-§4.3, §4.5).
+"""Map-style datasets over the official BEiT-3 ``*.jsonl`` index files (unilm ``beit3/datasets.py``).
 
 One class per task, sharing :class:`Beit3Dataset`, which reads and validates the index files, loads images,
 frames text, seeds the per-item randomness and handles bad samples. Items are dicts with the reference batch keys
@@ -84,7 +84,7 @@ def load_answer2label(path: str) -> list[str]:
 
 
 def num_tokens_to_mask(num_tokens: int, mask_prob: float) -> int:
-    """k = max(1, min(round_half_up(num_tokens x mask_prob), num_tokens - 1)) (REFERENCE §4.3)."""
+    """k = max(1, min(round_half_up(num_tokens x mask_prob), num_tokens - 1)), as unilm ``CaptioningDataset``."""
     return max(1, min(math.floor(num_tokens * mask_prob + 0.5), num_tokens - 1))
 
 
@@ -96,7 +96,7 @@ def mask_caption_tokens(
     vocab_size: int,
     rng: random.Random,
 ) -> tuple[list[int], list[int]]:
-    """Masked-token input for captioning training (REFERENCE §4.3).
+    """Masked-token input for captioning training (unilm ``CaptioningDataset._masking_on_text_tokens``).
 
     Chooses k distinct positions uniformly from 1..num_tokens-1 (bos never, eos may be); each becomes ``<mask>``
     with probability 0.8, stays with 0.1, or becomes a random id in [3, vocab_size - 1] with 0.1.
@@ -365,9 +365,9 @@ class NLVR2Dataset(Beit3Dataset):
 class VQAv2Dataset(Beit3Dataset):
     """VQAv2: question + image; ``labels`` = dense soft scores (FloatTensor(num_answers)) when the split has answers.
 
-    Splits (REFERENCE §4.5): train = ``vqa.train.jsonl`` + ``vqa.trainable_val.jsonl``, val = ``vqa.rest_val.jsonl``,
-    test = ``vqa.test.jsonl``, test-dev = ``vqa.test-dev.jsonl``. ``qid`` is always returned (the reference returns it
-    only for unlabeled items) so predictions can be written for labeled splits too.
+    Splits (unilm ``VQAv2Dataset.get_index_files``): train = ``vqa.train.jsonl`` + ``vqa.trainable_val.jsonl``,
+    val = ``vqa.rest_val.jsonl``, test = ``vqa.test.jsonl``, test-dev = ``vqa.test-dev.jsonl``. ``qid`` is always
+    returned (the reference returns it only for unlabeled items) so predictions can be written for labeled splits too.
     """
 
     task = "vqav2"

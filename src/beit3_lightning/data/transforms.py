@@ -1,4 +1,5 @@
-"""Image transforms of the BEiT-3 fine-tuning recipes, built from albumentations (REFERENCE §4.4).
+"""Image transforms of the BEiT-3 fine-tuning recipes, built from albumentations (unilm ``datasets.build_transform``
+and ``build_imagenet_transform``; summary: ``docs/reference.md#image-transforms``).
 
 Every builder returns an :class:`ImageTransform`: a callable taking a PIL image or an HWC uint8 array and returning
 a float32 CHW ``torch.Tensor``.

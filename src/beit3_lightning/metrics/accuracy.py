@@ -1,4 +1,4 @@
-"""Top-k classification accuracy in percent (timm ``accuracy`` as used for ImageNet and NLVR2, REFERENCE §5.1)."""
+"""Top-k classification accuracy in percent (timm ``accuracy``, as unilm uses it for ImageNet and NLVR2)."""
 
 from __future__ import annotations
 

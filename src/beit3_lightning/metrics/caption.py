@@ -1,4 +1,4 @@
-"""Captioning scores written from the coco-caption definitions: CIDEr-D and corpus BLEU (REFERENCE §5.2).
+"""Captioning scores written from the coco-caption definitions: CIDEr-D and corpus BLEU.
 
 The reference scores with pycocoevalcap (``COCOEvalCap``), whose PTB tokenizer needs Java. Here a small pure-Python
 tokenizer (:func:`simple_tokenize`) approximates it; it matched PTB on common caption text (clitics, hyphens,

@@ -1,7 +1,8 @@
-"""Image–text retrieval recall (REFERENCE §5.1 "Retrieval"), gathered across processes.
+"""Image–text retrieval recall (unilm ``RetrievalHandler.after_eval``), gathered across processes.
 
-torchmetrics' own ``RetrievalRecall`` is a different quantity when an image has several captions (NOTES.md), so
-the recall is computed here with a top-k over the similarity matrix, like the reference.
+torchmetrics' own ``RetrievalRecall`` is a different quantity when an image has several captions (it counts the
+fraction of the captions found, BEiT-3's TR@k counts a hit when any one is found), so the recall is computed here
+with a top-k over the similarity matrix, like the reference.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""VQA score (REFERENCE §5.1; ViLT/BEiT-3 ``utils.VQAScore``), in percent."""
+"""VQA score (``utils.VQAScore`` of ViLT and unilm BEiT-3), in percent."""
 
 from __future__ import annotations
 

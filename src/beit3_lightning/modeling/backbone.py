@@ -1,4 +1,4 @@
-"""The Multiway BEiT-3 backbone (torchscale ``BEiT3`` as configured by unilm, REFERENCE §1).
+"""The Multiway BEiT-3 backbone (torchscale ``BEiT3`` as configured by unilm ``beit3/modeling_utils.py``).
 
 State-dict keys are torchscale's, so ``{"beit3." + key}`` entries of an official checkpoint load unchanged into a
 task model that holds this module as ``beit3``.
@@ -17,7 +17,8 @@ from beit3_lightning.modeling.embeddings import VisionEmbedding, default_positio
 from beit3_lightning.modeling.init import init_weights_
 from beit3_lightning.modeling.layers import EncoderLayer, Multiway, Segment
 
-# An ``attn_mask`` entry of 1 (blocked) becomes this additive bias, not -inf (torchscale's choice; REFERENCE §1.4).
+# An ``attn_mask`` entry of 1 (blocked) becomes this additive bias, not -inf: torchscale ``MultiheadAttention`` uses
+# -1e8, and matching it keeps the logits identical to the official model's.
 ATTN_MASK_BIAS = -1e8
 
 IncrementalState = dict[int, dict[str, Tensor]]
@@ -67,7 +68,11 @@ class Beit3Backbone(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The official initialisation (REFERENCE §1.8)."""
+        """The official initialisation (unilm ``BEiT3Wrapper._init_weights``, see ``docs/reference.md#initialisation``).
+
+        Parameters that ``_init_weights`` skips keep the values torchscale gives them at construction; those are
+        reproduced here explicitly.
+        """
         self.apply(init_weights_)
         nn.init.normal_(self.text_embed.weight, std=self.config.embed_dim**-0.5)
         nn.init.normal_(self.encoder.embed_positions.A.weight)  # nn.Embedding default N(0, 1), as the reference

@@ -1,4 +1,9 @@
-"""Token embeddings of the two modalities (torchscale ``VisionEmbedding`` / ``TextEmbedding``, REFERENCE §1.2)."""
+"""Vision token embedding (:class:`VisionEmbedding`, torchscale ``VisionEmbedding``) and position ids.
+
+The text side needs no class here: torchscale's ``TextEmbedding`` is a plain embedding table, built directly as
+``Beit3Backbone.text_embed``. :func:`default_positions` numbers the tokens of either modality from
+``POSITION_OFFSET``; the position layout is summarised in ``docs/reference.md#embeddings-and-positions``.
+"""
 
 from __future__ import annotations
 

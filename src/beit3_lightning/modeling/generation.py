@@ -1,4 +1,4 @@
-"""Caption generation for ``Beit3ForCaptioning``: the reference beam search and a greedy decoder (REFERENCE §5.3).
+"""Caption generation for ``Beit3ForCaptioning``: the reference beam search and a greedy decoder.
 
 Decoding protocol (unilm ``CaptioningHandler.eval_batch``): the text is ``[CLS] w1 … wk [MASK]`` and the model
 predicts the next word at the ``[MASK]``. Step 1 runs the image with ``[CLS, MASK]``; each later step runs only

@@ -1,4 +1,4 @@
-"""The official weight initialisation (unilm ``BEiT3Wrapper._init_weights``, REFERENCE §1.8).
+"""The official weight initialisation (unilm ``BEiT3Wrapper._init_weights``).
 
 The wrapper re-runs this over the whole model after torchscale built it, which undoes torchscale's Magneto
 ``sqrt(log(2L))`` scaling; we therefore never apply that scaling in the first place.

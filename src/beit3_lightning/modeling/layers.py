@@ -1,10 +1,10 @@
 """Building blocks of the Multiway encoder layer: experts, attention, feed-forward, drop path.
 
-Multiway routing (REFERENCE §1.3): every per-token module has two experts, ``A`` for vision tokens and ``B`` for
-text tokens; only the attention softmax mixes the two. torchscale splits the concatenated sequence and concatenates
-it back inside *every* Multiway module (7 split/cat pairs per layer). We instead carry the two segments as separate
-tensors ``(xv, xt)`` through the whole layer and join them only for the shared attention, which gives the same maths
-with far fewer copies. Either segment may be ``None`` (image-only or text-only input).
+Multiway routing (torchscale ``MultiwayNetwork``): every per-token module has two experts, ``A`` for vision tokens
+and ``B`` for text tokens; only the attention softmax mixes the two. torchscale splits the concatenated sequence and
+concatenates it back inside *every* Multiway module (7 split/cat pairs per layer). We instead carry the two segments
+as separate tensors ``(xv, xt)`` through the whole layer and join them only for the shared attention, which gives
+the same maths with far fewer copies. Either segment may be ``None`` (image-only or text-only input).
 """
 
 from __future__ import annotations
@@ -46,21 +46,6 @@ def drop_path_mask(x: Tensor, drop_prob: float, training: bool) -> Tensor | None
     return mask.div_(keep_prob)
 
 
-class DropPath(nn.Module):
-    """Stochastic depth on a residual branch (per sample), for callers with a single tensor."""
-
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: Tensor) -> Tensor:
-        mask = drop_path_mask(x, self.drop_prob, self.training)
-        return x if mask is None else x * mask
-
-    def extra_repr(self) -> str:
-        return f"drop_prob={self.drop_prob}"
-
-
 class FeedForward(nn.Module):
     """fc1 → GELU → LayerNorm over the hidden size (Magneto sub-LN) → fc2."""
 
@@ -79,7 +64,8 @@ class FeedForward(nn.Module):
 class MultiwayAttention(nn.Module):
     """Multi-head self-attention over the joined [vision; text] sequence with per-modality projections.
 
-    Sub-LN: ``inner_attn_ln`` normalises the attention output before ``out_proj`` (REFERENCE §1.4).
+    Sub-LN (Magneto, torchscale ``MultiheadAttention`` with ``subln``): ``inner_attn_ln`` normalises the attention
+    output before ``out_proj``.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, eps: float, attn_impl: str = "auto"):
@@ -112,7 +98,8 @@ class MultiwayAttention(nn.Module):
         k = self._heads(self.k_proj, xv, xt)  # (B, H, T, d)
         v = self._heads(self.v_proj, xv, xt)
         if cache is not None:
-            # Incremental decoding: keys/values of earlier steps come first along the sequence (REFERENCE §1.6).
+            # Incremental decoding: keys/values of earlier steps come first along the sequence (torchscale's
+            # ``incremental_state``), so the new tokens attend to everything decoded so far.
             if "prev_key" in cache:
                 k = torch.cat([cache["prev_key"], k], dim=2)  # (B, H, S, d)
                 v = torch.cat([cache["prev_value"], v], dim=2)
@@ -145,7 +132,7 @@ def math_attention(q: Tensor, k: Tensor, v: Tensor, attn_bias: Tensor | None) ->
 
 
 class EncoderLayer(nn.Module):
-    """Pre-LN Multiway block: x += DropPath(Attn(LN(x))); x += DropPath(FFN(LN(x))) (alpha 1, no layer scale)."""
+    """Pre-LN Multiway block: x += drop_path(Attn(LN(x))); x += drop_path(FFN(LN(x))) (alpha 1, no layer scale)."""
 
     def __init__(
         self, embed_dim: int, num_heads: int, ffn_dim: int, eps: float, drop_path: float = 0.0, attn_impl: str = "auto"

@@ -1,4 +1,7 @@
-"""Image captioning (COCO / NoCaps): masked-token training, beam-search decoding, CIDEr (REFERENCE §4.3, §5.1, §5.3)."""
+"""Image captioning (COCO / NoCaps): masked-token training, beam-search decoding, CIDEr.
+
+Follows unilm ``CaptioningDataset`` (masking), ``BertCaptioningLoss`` and ``CaptioningHandler`` (decoding, scoring).
+"""
 
 from __future__ import annotations
 

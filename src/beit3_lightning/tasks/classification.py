@@ -1,4 +1,4 @@
-"""ImageNet-1k classification (REFERENCE §2, §5.1, §5.6)."""
+"""ImageNet-1k classification (unilm ``BEiT3ForImageClassification`` trained like ``ImageNetHandler``, with Mixup)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""NLVR2: is a statement true of a pair of images (REFERENCE §2, §5.1)."""
+"""NLVR2: is a statement true of a pair of images (unilm ``BEiT3ForVisualReasoning`` and ``NLVR2Handler``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Image–text retrieval with a dual encoder and a contrastive loss (REFERENCE §2, §5.1, §6.3)."""
+"""Image–text retrieval with a dual encoder and a contrastive loss (unilm ``BEiT3ForRetrieval``, ``RetrievalHandler``).
+
+Zero-shot retrieval evaluates an ITC checkpoint as is (``docs/reference.md#zero-shot-retrieval``).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""VQAv2 as multi-label classification over the answer vocabulary (REFERENCE §2, §5.1, §5.2)."""
+"""VQAv2 as multi-label classification over the answer vocabulary (unilm ``BEiT3ForVisualQuestionAnswering`` and
+``VQAHandler``)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Training text for the shipped sample tokenizer (``assets/sample.spm``) and the function that retrains it.
 
-Captions alone give a degenerate sentencepiece vocabulary (NOTES.md), so the sample texts are mixed with the
-English documentation bundled with Python (``pydoc_data.topics``). Everything is deterministic: the same Python
-``pydoc_data`` and this code give the same model file.
+Captions alone give a degenerate sentencepiece vocabulary (too few distinct words), so the sample texts are mixed
+with the English documentation bundled with Python (``pydoc_data.topics``). Everything is deterministic: the same
+Python ``pydoc_data`` and this code give the same model file.
 """
 
 from __future__ import annotations

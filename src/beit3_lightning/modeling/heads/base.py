@@ -44,7 +44,7 @@ class Beit3TaskModel(nn.Module):
     def __init__(self, config: Beit3Config):
         super().__init__()
         self.config = config
-        self.beit3 = Beit3Backbone(config)  # initialised by its own constructor (REFERENCE §1.8)
+        self.beit3 = Beit3Backbone(config)  # initialised by its own constructor, as unilm ``_init_weights``
 
     def _init_head(self, *modules: nn.Module, scaled: Iterable[nn.Linear] = ()) -> None:
         """Official head init: ``init_weights_`` on every head module, then ×0.001 on the ``scaled`` linears."""

@@ -12,7 +12,7 @@ from beit3_lightning.modeling.heads.base import Beit3TaskModel
 
 
 def captioning_attention_mask(image_len: int, text_len: int, device: torch.device | None = None) -> Tensor:
-    """The "uni" mask (image_len + text_len)², 1 = blocked (REFERENCE §1.5).
+    """The "uni" mask (image_len + text_len)², 1 = blocked (unilm ``BEiT3ForCaptioning.forward``).
 
     Image tokens see all image tokens and no text; text tokens see all image tokens and the text up to and
     including themselves. Because image rows never see text, cached image keys/values stay valid while decoding.
