@@ -19,17 +19,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from beit3_lightning.task_table import DATASETS
+
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ("imagenet", "vqav2", "nlvr2", "coco_retrieval", "flickr30k", "coco_captioning", "nocaps")
-KEY = {
-    "imagenet": "acc1",
-    "vqav2": "score",
-    "nlvr2": "acc",
-    "coco_retrieval": "average_score",
-    "flickr30k": "average_score",
-    "coco_captioning": "CIDEr",
-    "nocaps": "CIDEr",
-}
+TASKS = tuple(DATASETS)
+KEY = {name: spec.key_metric for name, spec in DATASETS.items()}
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import torch
+import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -86,8 +88,53 @@ class LoggerOptionalLRMonitor(LearningRateMonitor):
             super().on_train_epoch_start(trainer, *args, **kwargs)
 
 
+# Task arguments the CLI sets from the DataModule: given on the model side too, they would be silently overwritten.
+LINKED_FROM_DATA = {
+    "img_size": "give the size once, on the data side: --data.init_args.img_size",
+    "vocab_size": "it is computed from the DataModule's tokenizer (--data.init_args.tokenizer)",
+    "num_classes": "it is computed from the DataModule (ImageNet classes, VQA answers in answer2label.txt)",
+}
+
+
+def model_args_linked_from_data(args: list[str]) -> list[tuple[str, str]]:
+    """``(argument, where it was given)`` for each task argument of ``LINKED_FROM_DATA`` that ``args`` (command line
+    and the ``--config`` files it names) sets on the model side."""
+    found = []
+    for position, token in enumerate(args):
+        name = token.split("=", 1)[0]
+        for key in LINKED_FROM_DATA:
+            if name in (f"--model.init_args.{key}", f"--model.{key}"):
+                found.append((key, f"the command line ({name})"))
+        if name in ("--config", "-c"):
+            path = token.split("=", 1)[1] if "=" in token else (args[position + 1] if position + 1 < len(args) else "")
+            found.extend((key, f"{path} (model.init_args.{key})") for key in _config_model_keys(path))
+    return found
+
+
+def _config_model_keys(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = yaml.safe_load(file)
+    except (OSError, yaml.YAMLError):
+        return []  # the parser itself reports unreadable configs
+    model = config.get("model") if isinstance(config, dict) else None
+    init_args = model.get("init_args", model) if isinstance(model, dict) else None
+    return [key for key in LINKED_FROM_DATA if isinstance(init_args, dict) and key in init_args]
+
+
 class Beit3CLI(LightningCLI):
     """LightningCLI with the data ↔ model links and the default callbacks of beit3-lightning."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        if args is None or isinstance(args, (list, tuple)):
+            given = model_args_linked_from_data(list(sys.argv[1:] if args is None else args))
+            if given:
+                key, where = given[0]
+                parser.error(
+                    f"model img_size/vocab_size/num_classes come from the data: {key} is set in {where}; "
+                    f"{LINKED_FROM_DATA[key]}"
+                )
+        super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(KeyMetricCheckpoint, "checkpoint")

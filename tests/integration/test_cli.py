@@ -76,10 +76,37 @@ def test_model_takes_img_size_vocab_and_answers_from_the_datamodule(sample_datas
     assert model.model.beit3.encoder.embed_positions.A.weight.shape[0] == 7
 
 
-def test_an_explicit_model_img_size_is_overridden_by_the_data_one(sample_dataset: Callable[[str], Path]) -> None:
-    """Documented behaviour: the data side is the single source; ``--model.init_args.img_size`` is ignored."""
-    cli = sample_cli("vqav2.yaml", sample_dataset("vqav2"), "--model.init_args.img_size", "64")
-    assert cli.model.config.img_size == cli.datamodule.img_size == 32
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--model.init_args.img_size", "64"],
+        ["--model.init_args.img_size=64"],
+        ["--model.init_args.vocab_size", "500"],
+        ["--model.init_args.num_classes", "3"],
+    ],
+)
+def test_a_model_argument_the_data_sets_is_refused_on_the_command_line(args, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIGS / "vqav2.yaml"), *args])
+    assert exit_info.value.code != 0
+    key = args[0].split("=")[0].rsplit(".", 1)[1]
+    assert f"{key} is set in the command line" in capsys.readouterr().err
+
+
+def test_a_model_img_size_in_a_config_file_is_refused(tmp_path: Path, capsys) -> None:
+    extra = tmp_path / "size.yaml"
+    extra.write_text("model:\n  init_args:\n    img_size: 64\n")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS / "vqav2.yaml"), "--config", str(extra)])
+    assert f"img_size is set in {extra}" in capsys.readouterr().err
+
+
+def test_a_model_name_whose_size_disagrees_with_the_data_is_refused(sample_dataset: Callable[[str], Path]) -> None:
+    with pytest.raises(ValueError, match="names image size 96 but img_size=32"):
+        sample_cli("vqav2.yaml", sample_dataset("vqav2"), "--model.init_args.model", "beit3_tiny_patch16_96")
+    # The same size in both places is no conflict.
+    cli = sample_cli("vqav2.yaml", sample_dataset("vqav2"), "--model.init_args.model", "beit3_tiny_patch16_32")
+    assert cli.model.config.img_size == 32
 
 
 def test_tasks_without_classes_get_no_num_classes(sample_dataset: Callable[[str], Path]) -> None:

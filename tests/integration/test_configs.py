@@ -1,5 +1,6 @@
 """Every YAML under configs/ goes through the real ``beit3`` parser; the official recipes carry the hyper-parameters
-of REFERENCE §5.9; the sample configs also instantiate; the trainer presets combine with a recipe."""
+of unilm ``beit3/get_started/*.md`` (docs/reference.md#fine-tuning-recipes); the sample configs also instantiate;
+the trainer presets combine with a recipe."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from beit3_lightning.tasks import CaptioningTask, ImageClassificationTask, NLVR2
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
-# REFERENCE §5.9, typed in by hand: global batch, lr, layer_decay, epochs, warmup epochs, drop_path, weight decay,
-# gradient checkpointing (--checkpoint_activations).
+# unilm beit3/get_started/*.md (docs/reference.md#fine-tuning-recipes), typed in by hand: global batch, lr,
+# layer_decay, epochs, warmup epochs, drop_path, weight decay, gradient checkpointing (--checkpoint_activations).
 OFFICIAL = {
     "imagenet/base_224": (1024, 7e-4, 0.65, 50, 5, 0.15, 0.05, False),
     "imagenet/large_224": (1024, 2e-4, 0.8, 50, 5, 0.25, 0.05, True),
@@ -45,7 +46,8 @@ OFFICIAL = {
     "flickr30k/base_384": (3072, 1e-4, 0.65, 20, 5, 0.2, 0.05, True),
     "flickr30k/large_384": (3072, 5e-5, 0.85, 20, 5, 0.2, 0.05, True),
 }
-# Released pretrained files a recipe may start from (REFERENCE §6.4), plus the released 768 px VQA model.
+# Released pretrained files a recipe may start from (docs/reference.md#released-checkpoints), plus the released
+# 768 px VQA model.
 RELEASED = {
     f"beit3_{size}_{kind}patch16_224.pth" for size in ("base", "large") for kind in ("", "itc_", "indomain_")
 } | {"beit3_large_indomain_patch16_768_vgqaaug_vqa.pth"}
@@ -104,10 +106,10 @@ def test_recipe_parses_with_the_official_hyper_parameters(parser, recipe):
     assert (model.min_lr, model.eps) == (1e-6, 1e-8)
     assert (data.root, data.tokenizer) == (f"data/{task_dir}", "beit3.spm")
     assert model.init_from in RELEASED
-    # The model preset's resolution is the data's (the CLI links data.img_size over it at run time).
+    # The size is given once, on the data side; the model names the preset only (the CLI links the size over).
     size, resolution = recipe.split("/")[1].split("_")
-    assert Beit3Config.from_name(model.model).img_size == data.img_size == int(resolution)
-    assert model.model == f"beit3_{size}_patch16_{resolution}"
+    assert (model.model, data.img_size) == (size, int(resolution))
+    assert Beit3Config.from_name(model.model, img_size=data.img_size).img_size == int(resolution)
 
 
 @pytest.mark.parametrize("recipe", sorted(OFFICIAL))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from beit3_lightning.modeling.config import Beit3Config
 from beit3_lightning.modeling.heads import (
     Beit3ForCaptioning,
     Beit3ForImageClassification,
@@ -128,3 +129,10 @@ def test_create_model_errors_are_clear():
         create_model("beit3_tiny_patch16_48_captioning", num_classes=3)
     with pytest.raises(ValueError, match="unknown task 'coco'.*coco_captioning"):
         model_name_for_task("beit3_base_patch16_224", "coco")
+
+
+def test_a_size_given_twice_must_agree():
+    with pytest.raises(ValueError, match="names image size 480 but img_size=384"):
+        Beit3Config.from_name("beit3_base_patch16_480", img_size=384)
+    assert Beit3Config.from_name("beit3_base_patch16_480", img_size=480).img_size == 480
+    assert Beit3Config.from_name("base", img_size=384).img_size == 384  # the preset alone takes any size
