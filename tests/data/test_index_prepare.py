@@ -63,3 +63,14 @@ def test_parser_requires_tokenizer_for_text_datasets() -> None:
     assert parser.parse_args(["nlvr2", "--data-root", "x", "--tokenizer", "t"]).nlvr_repo is None
     for action in parser._subparsers._group_actions[0].choices["vqav2"]._actions:
         assert action.help, action.dest
+
+
+def test_prepare_reads_the_karpathy_file_given_by_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = generate_sample_raw("coco_captioning", tmp_path / "coco")
+    moved = tmp_path / "elsewhere" / "karpathy.json"
+    moved.parent.mkdir()
+    (root / "dataset_coco.json").rename(moved)
+    args = ["coco_captioning", "--data-root", str(root), "--tokenizer", "sample"]
+    assert main(args) == 2 and "dataset_coco.json" in capsys.readouterr().err  # the default place is empty
+    assert main([*args, "--karpathy-json", str(moved)]) == 0
+    assert read_jsonl(root / "coco_captioning.train.jsonl")

@@ -14,6 +14,7 @@ from beit3_lightning.modeling import Beit3Backbone
 from beit3_lightning.modeling.checkpoint import (
     CheckpointError,
     load_checkpoint,
+    read_checkpoint,
     read_state_dict,
     resize_vision_pos_embed,
 )
@@ -198,3 +199,29 @@ def test_backbone_only_initialisation_from_another_tasks_checkpoint(golden):
     del state["beit3.encoder.layers.0.ffn.A.fc1.weight"]
     with pytest.raises(CheckpointError, match="beit3.encoder.layers.0.ffn.A.fc1.weight"):
         load_checkpoint(model, state, backbone_only=True)
+
+
+def test_read_checkpoint_of_a_lightning_file_returns_weights_and_both_hyper_parameter_sets(tmp_path) -> None:
+    weight = torch.randn(3, 2)
+    path = tmp_path / "task.ckpt"
+    torch.save(
+        {
+            "pytorch-lightning_version": "2.5.0",
+            "state_dict": {"model.beit3.some.weight": weight, "other.buffer": torch.zeros(1)},
+            "hyper_parameters": {"model": "tiny", "num_beams": 2},
+            "datamodule_hyper_parameters": {"tokenizer": "sample", "max_text_len": 24},
+        },
+        path,
+    )
+    loaded = read_checkpoint(path)
+    assert list(loaded.state) == ["beit3.some.weight"] and torch.equal(loaded.state["beit3.some.weight"], weight)
+    assert loaded.hparams == {"model": "tiny", "num_beams": 2}
+    assert loaded.data_hparams == {"tokenizer": "sample", "max_text_len": 24}
+    assert read_state_dict(path).keys() == loaded.state.keys()
+
+
+def test_a_lightning_file_without_model_weights_is_refused_by_name(tmp_path) -> None:
+    path = tmp_path / "foreign.ckpt"
+    torch.save({"pytorch-lightning_version": "2.5.0", "state_dict": {"net.weight": torch.zeros(1)}}, path)
+    with pytest.raises(CheckpointError, match=r"foreign\.ckpt is a Lightning checkpoint without 'model\.\*' weights"):
+        read_checkpoint(path)
