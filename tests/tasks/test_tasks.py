@@ -377,9 +377,7 @@ def test_check_finite_names_the_ids_for_inf_and_passes_finite_losses() -> None:
 
 # ----- task wiring: loss arguments, logged metric scales, evaluation de-duplication -------------------------------
 def test_captioning_task_hands_smoothing_and_drop_worst_to_its_loss() -> None:
-    logits = torch.tensor(
-        [[2.0, 0.0, -1.0, 0.5], [0.1, 0.2, 0.3, 0.4], [-2.0, 3.0, 0.0, 0.0], [1.0, 1.0, 1.0, -3.0]]
-    )
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.1, 0.2, 0.3, 0.4], [-2.0, 3.0, 0.0, 0.0], [1.0, 1.0, 1.0, -3.0]])
     target = torch.tensor([0, 3, 2, 1])
     # Hand computation: log p = logit - log Σ exp(logits) per row.
     log_probs = logits - logits.exp().sum(dim=-1, keepdim=True).log()
