@@ -8,6 +8,7 @@ OpenCV/torch thread (what one DataLoader worker gets) and reports images/s for:
 * ImageNet train (RandomResizedCrop 0.08-1 + flip + rand-m9-mstd0.5-inc1 + normalise + random erasing);
 
 at 224 and 480 px. ``images/s x num_workers`` is roughly what a DataLoader can feed on that many free cores.
+Also times the generation of all embedded sample datasets (``ensure_sample_dataset``; budget: well under 20 s).
 
     python benchmarks/data.py                      # 200 images, sizes 224 and 480
     python benchmarks/data.py --num-images 500 --sizes 224 384 480
@@ -75,6 +76,16 @@ def images_per_second(dataset: Beit3Dataset, repeats: int) -> float:
     return best
 
 
+def sample_generation_seconds(root: Path) -> float:
+    """Wall time to generate every embedded sample dataset (raw files + indexes) into ``root``."""
+    from beit3_lightning.data.sample import SAMPLE_DATASETS, ensure_sample_dataset
+
+    start = time.perf_counter()
+    for name in SAMPLE_DATASETS:
+        ensure_sample_dataset(name, root / name)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-images", type=int, default=200, help="synthetic JPEGs to write and loop over")
@@ -105,6 +116,8 @@ def main() -> None:
                     dataset = RetrievalDataset(str(root), "train", transform, max_text_len=8)
                 rows.append((name, str(size), images_per_second(dataset, args.repeats)))
 
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"\nall sample datasets generated in {sample_generation_seconds(Path(tmp)):.1f} s")
     print(f"\n{args.num_images} synthetic 500x375 JPEGs, 1 process, 1 thread (one DataLoader worker)")
     print(f"{'pipeline':<32} {'size':>5} {'images/s':>9} {'ms/image':>9}")
     for name, size, rate in rows:

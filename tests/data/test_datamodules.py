@@ -7,7 +7,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from test_datasets import IMG, WRITERS, eval_value, write_captioning
+from PIL import Image
+from test_datasets import IMG, WRITERS, eval_value, texture_images, write_captioning
 from torch.utils.data import SequentialSampler
 
 from beit3_lightning.data import datamodules
@@ -19,7 +20,7 @@ from beit3_lightning.data.datamodules import (
     RetrievalDataModule,
     VQAv2DataModule,
 )
-from beit3_lightning.data.transforms import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from beit3_lightning.data.transforms import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, build_transform
 
 TEXT = {"language_tokens", "padding_mask"}
 BATCH_KEYS = {
@@ -96,6 +97,48 @@ def test_eval_batches_have_no_shuffling_or_augmentation(tmp_path: Path) -> None:
     second = [b["image"] for b in dm.val_dataloader()]
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     assert sum(len(b) for b in first) == 6  # drop_last=False keeps the partial batch
+
+
+VL_TASKS = ["vqav2", "nlvr2", "coco_captioning", "nocaps", "coco_retrieval", "flickr30k"]
+
+
+@pytest.mark.parametrize("task", VL_TASKS)
+def test_eval_loaders_give_exactly_the_eval_transform_of_textured_images(task: str, tmp_path: Path) -> None:
+    dm = make_datamodule(task, tmp_path)
+    texture_images(tmp_path)
+    eval_transform = build_transform(task, False, IMG)
+
+    def transformed(dataset, index: int, field: str, transform) -> torch.Tensor:
+        with Image.open(Path(dataset.root) / dataset.records[index][field]) as image:
+            return transform(image.convert("RGB"))
+
+    image_fields = ["image_path", "image2_path"] if task == "nlvr2" else ["image_path"]
+    dm.setup("fit")
+    # The textured images make the two transforms distinguishable: a training item is not the eval tensor.
+    train = dm.datasets["train"]
+    assert not torch.equal(train[0]["image"], transformed(train, 0, "image_path", eval_transform))
+    dm.setup("test")
+    loaders = {"val": dm.val_dataloader(), "test": dm.test_dataloader(), "predict": dm.predict_dataloader()}
+    for name, loader in loaders.items():
+        dataset = loader.dataset
+        checked = 0
+        for batch in loader:
+            for row, index in enumerate(batch["index"].tolist()):
+                for field, key in zip(image_fields, ["image", "image2"]):
+                    expected = transformed(dataset, index, field, eval_transform)
+                    assert torch.equal(batch[key][row], expected), (name, index, key)
+                checked += 1
+        assert checked == len(dataset) == 6, name
+
+
+@pytest.mark.parametrize(("mask_prob", "masked_per_caption"), [(0.2, 2), (0.9, 7)])
+def test_captioning_mask_prob_reaches_the_training_items(mask_prob: float, masked_per_caption: int, tmp_path: Path):
+    # Fixture captions: 8 ids cut to max_text_len - 2 = 6, so bos + 6 + eos = 8 real tokens; k = round_half_up(8·p)
+    # clamped to [1, 7]: 8 x 0.2 = 1.6 -> 2 and 8 x 0.9 = 7.2 -> 7 (the dataset default 0.6 would give 5).
+    dm = make_datamodule("coco_captioning", tmp_path, mask_prob=mask_prob, batch_size=6)
+    dm.setup("fit")
+    batch = first_batch(dm.train_dataloader())
+    assert batch["language_masked_pos"].sum(dim=1).tolist() == [masked_per_caption] * 6
 
 
 def test_batches_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:

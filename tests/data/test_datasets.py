@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,19 @@ def write_captioning(root: Path, task: str = "coco_captioning", n: int = 6) -> P
             records.append({"image_path": path, "text_segment": text, "image_id": 500 + i})
         write_jsonl(root / f"{task}.{split}.jsonl", records)
     return root
+
+
+def texture_images(root: Path) -> None:
+    """Overwrite every fixture image under ``root`` with seeded RGB noise (same path and format).
+
+    Flat grey images look the same after any crop or flip, so they cannot tell the train transform from the eval
+    one; noise can (a crop, a flip or a resampling changes the pixels).
+    """
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in {".jpg", ".jpeg", ".png"}:
+            seed = zlib.crc32(path.relative_to(root).as_posix().encode())
+            noise = np.random.RandomState(seed).randint(0, 256, (20, 24, 3)).astype(np.uint8)
+            Image.fromarray(noise).save(path)
 
 
 WRITERS = {

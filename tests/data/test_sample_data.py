@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -31,11 +30,8 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("samples")
-    start = time.perf_counter()
     for name in SAMPLE_DATASETS:
         ensure_sample_dataset(name, root / name)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 20, f"sample generation took {elapsed:.1f}s"
     return root
 
 

@@ -124,6 +124,10 @@ def test_train_pipelines_have_the_reference_steps() -> None:
     assert isinstance(vl[1], A.HorizontalFlip) and vl[1].p == 0.5
     assert isinstance(vl[2], A.SomeOf) and vl[2].n == 2 and vl[2].replace
     assert len(vl[2].transforms) == 10 and all(t.p == 0.5 for t in vl[2].transforms)
+    # RandomAugment(N=2, M=7): nine levelled ops at the fixed level 7 (no jitter) besides the identity.
+    vl_levelled = [t for t in vl[2].transforms if isinstance(t, LevelledOp)]
+    assert len(vl_levelled) == 9 and {t.magnitude for t in vl_levelled} == {7}
+    assert {t.magnitude_std for t in vl_levelled} == {0.0}
     assert tuple(vl[3].mean) == (0.5, 0.5, 0.5)
 
     imagenet = build_imagenet_transform(True, 32).pipeline.transforms
@@ -135,6 +139,15 @@ def test_train_pipelines_have_the_reference_steps() -> None:
     assert {t.context.interpolation for t in levelled} == {cv2.INTER_CUBIC}
     assert {t.magnitude for t in levelled} == {9} and {t.magnitude_std for t in levelled} == {0.5}
     assert isinstance(imagenet[4], RandomErasingPixel) and imagenet[4].p == 0.25
+
+
+def test_vl_train_randaug_rotates_by_the_level_7_angle() -> None:
+    """By effect: the built VL train transform's Rotate op turns by ±21° (= 7/10 x 30°), never by the M=9 27°."""
+    policy = build_vl_transform(True, 32, randaug=True).pipeline.transforms[2]
+    rotate = next(t for t in policy.transforms if getattr(t, "name", "") == "Rotate")
+    rotate.set_random_state(np.random.default_rng(0), random.Random(0))
+    angles = np.array([rotate.get_params()["arg"] for _ in range(50)])
+    np.testing.assert_allclose(np.abs(angles), 21.0)
 
 
 def test_some_of_applies_zero_one_or_two_ops_with_binomial_frequencies() -> None:

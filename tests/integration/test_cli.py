@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,7 +131,20 @@ def test_validate_from_a_checkpoint_of_a_task_without_classes(
             "--data.init_args.img_size", "32", "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
             "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps",
             "0", "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
-    main(["fit", *args])
+    fit = make_cli(["fit", *args])
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert "num_classes" not in torch.load(ckpt, weights_only=False)["hyper_parameters"]
-    main(["validate", *args, "--ckpt_path", str(ckpt)])
+    fitted = {k: float(v) for k, v in fit.trainer.callback_metrics.items()}
+    recalls = [f"val/{side}_r{k}" for side in ("tr", "ir") for k in (1, 5, 10)]
+    assert set(recalls) | {"val/average_score", "train/loss"} <= set(fitted)
+    assert all(math.isfinite(v) for v in fitted.values()), fitted
+    assert all(0.0 <= fitted[name] <= 100.0 for name in recalls), fitted
+    for side in ("tr", "ir"):  # recall can only grow with k
+        assert fitted[f"val/{side}_r1"] <= fitted[f"val/{side}_r5"] <= fitted[f"val/{side}_r10"]
+    assert fitted["val/average_score"] == pytest.approx(sum(fitted[name] for name in recalls) / 6)
+    assert fitted["train/loss"] > 0  # a contrastive loss over a batch of 32 pairs
+
+    validated = make_cli(["validate", *args, "--ckpt_path", str(ckpt)])
+    again = {k: float(v) for k, v in validated.trainer.callback_metrics.items()}
+    # last.ckpt holds the weights the fit's final validation ran with: the same metrics, not a fresh model's.
+    assert {k: again[k] for k in recalls} == pytest.approx({k: fitted[k] for k in recalls}, abs=1e-4)

@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
+from test_heads import randomized
 
-from beit3_lightning.modeling import Beit3Backbone, Beit3Config
+from beit3_lightning.modeling import Beit3Backbone, Beit3Config, layers
 
 SMALL = dict(embed_dim=32, num_heads=4, ffn_dim=64, num_layers=3, img_size=32, patch_size=8, vocab_size=50)
 
@@ -176,7 +177,11 @@ def test_timm_style_helpers():
     model = Beit3Backbone(Beit3Config(**SMALL))
     assert model.get_num_layers() == 3
     names = dict(model.named_parameters())
-    assert model.no_weight_decay() <= set(names)
+    # The reference's exact list: the vision position table and the CLS token (both real parameters); the text
+    # position table and the text embedding do decay.
+    expected = {"encoder.embed_positions.A.weight", "vision_embed.cls_token"}
+    assert model.no_weight_decay() == expected and expected <= set(names)
+    assert "encoder.embed_positions.B.weight" in names and "text_embed.weight" in names
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -191,17 +196,50 @@ def test_bad_inputs_raise_clear_errors():
         Beit3Config.from_name("huge")
 
 
-def test_attention_implementations_agree_under_cpu_bf16_autocast():
-    """auto (explicit softmax on CPU half precision), forced SDPA and forced math give the same outputs."""
+def test_auto_attention_is_the_math_path_under_cpu_bf16_autocast():
+    """auto picks the explicit softmax for half precision on CPU: bit-identical to forcing math."""
     torch.manual_seed(0)
     model = Beit3Backbone(Beit3Config(**SMALL)).eval()
     images, tokens, padding = make_inputs()
     outputs = {}
-    for impl in ("auto", "sdpa", "math"):
+    for impl in ("auto", "math"):
         for layer in model.encoder.layers:
             layer.self_attn.attn_impl = impl
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(textual_tokens=tokens, visual_tokens=images, text_padding_position=padding)
         outputs[impl] = out["encoder_out"].float()
     torch.testing.assert_close(outputs["auto"], outputs["math"], rtol=0, atol=0)
-    torch.testing.assert_close(outputs["sdpa"], outputs["math"], rtol=0.05, atol=0.05)
+
+
+def test_sdpa_and_math_attention_agree_in_fp32_on_peaked_attention(monkeypatch: pytest.MonkeyPatch):
+    """Large random weights and 2x query/key projections: every layer's attention is peaked (the mean top
+    probability is above 0.5), so a scaling or masking difference between the two paths would show."""
+    model = randomized(Beit3Backbone(Beit3Config(**SMALL)), seed=0)
+    with torch.no_grad():
+        for layer in model.encoder.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+                proj.A.weight.mul_(2.0)
+                proj.B.weight.mul_(2.0)
+    images, tokens, padding = make_inputs()
+
+    def run(impl: str) -> torch.Tensor:
+        for layer in model.encoder.layers:
+            layer.self_attn.attn_impl = impl
+        with torch.no_grad():
+            return model(textual_tokens=tokens, visual_tokens=images, text_padding_position=padding)["encoder_out"]
+
+    top_probs: list[float] = []
+    exact = layers.math_attention
+
+    def recording(q, k, v, bias, scale=1.0):
+        logits = (q * q.shape[-1] ** -0.5 * scale) @ k.transpose(-2, -1) + bias
+        top_probs.append(logits.softmax(-1).max(-1).values.mean().item())
+        return exact(q * scale, k, v, bias)
+
+    monkeypatch.setattr(layers, "math_attention", recording)
+    math_out = run("math")
+    assert len(top_probs) == 3 and min(top_probs) > 0.5, top_probs
+    torch.testing.assert_close(run("sdpa"), math_out, rtol=1e-5, atol=1e-5)
+    # The tolerance is tight enough to see a 1% error in the softmax temperature.
+    monkeypatch.setattr(layers, "math_attention", lambda q, k, v, bias: recording(q, k, v, bias, scale=1.01))
+    assert (run("math") - math_out).abs().max() > 1e-3

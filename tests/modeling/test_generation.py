@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import product
 
 import pytest
 import torch
@@ -184,13 +185,62 @@ def scripted(table, images_count: int = 2, **kwargs) -> list[list[int]]:
     return beam_search(model, batch_images, mask_id=SCRIPT_MASK, max_len=10, **kwargs)
 
 
-def test_hand_computed_scores_of_the_scripted_tree():
-    def score(words_then_eos_probs: list[float]) -> float:
-        return math.log(math.prod(words_then_eos_probs)) / (len(words_then_eos_probs) + 1) ** 0.6
+def exhaustive_best(table, max_len: int, length_penalty: float, words=(3, 4), vocab: int = 8) -> list[int]:
+    """The best normalised hypothesis by enumerating every caption over ``words`` (independent of the decoder).
 
-    scores = {"": score([0.1]), "3": score([0.5, 0.28]), "4": score([0.4, 0.9]), "3 3": score([0.5, 0.37, 0.9])}
-    assert max(scores, key=scores.get) == "4"
-    assert scores["4"] == pytest.approx(-0.5285, abs=1e-4)
+    Same model of a hypothesis as the reference: ``[CLS] w1..wd [MASK]`` closed by ``</s>`` (score = log p(words) +
+    log p(</s>)), or, at the longest d = max_len − 3, by whichever token comes next (its log-prob is added, the token
+    is not); score / (d + 2) ** length_penalty.
+    """
+    model = ScriptedCaptioner(table, vocab)
+
+    def log_probs(prefix: tuple[int, ...]) -> list[float]:
+        text = torch.tensor([[BOS, *prefix, SCRIPT_MASK]])
+        return torch.log_softmax(model.next_logits(text)[0], dim=-1).tolist()
+
+    best, best_score = None, -math.inf
+    for d in range(max_len - 2):
+        for prefix in product(words, repeat=d):
+            total = sum(log_probs(prefix[:i])[w] for i, w in enumerate(prefix))
+            closing = max(log_probs(prefix)) if d == max_len - 3 else log_probs(prefix)[EOS]
+            score = (total + closing) / (d + 2) ** length_penalty
+            if score > best_score:
+                best, best_score = list(prefix), score
+    return best
+
+
+def random_tree(seed: int, max_len: int, words=(3, 4)) -> dict:
+    """Random next-word distributions over </s> and ``words`` for every prefix the search can reach."""
+    gen = torch.Generator().manual_seed(seed)
+    table: dict = {"default": {EOS: 0.9, 3: 0.05, 4: 0.05}}
+    for d in range(max_len - 2):
+        for prefix in product(words, repeat=d):
+            probs = torch.rand(len(words) + 1, generator=gen) ** 2 + 0.02
+            probs = (probs / probs.sum()).tolist()
+            table[prefix] = dict(zip((EOS, *words), probs))
+    return table
+
+
+def test_exhaustive_search_of_the_scripted_tree_prefers_4():
+    # The tree of the comment above: the enumeration picks "4 </s>", greedy would take "3 3 </s>".
+    assert exhaustive_best(TREE, max_len=10, length_penalty=0.6) == [4]
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 0.6, 1.0])
+def test_wide_beam_search_equals_exhaustive_search(length_penalty):
+    """With as many beams as captions over {3, 4} of the longest length (2^3 = 8), no candidate is ever pruned:
+    beam search must return the exhaustive optimum (the reference's is_done bound is exact)."""
+    max_len, found_better_than_greedy = 6, False
+    for seed in range(6):
+        table = random_tree(seed, max_len)
+        expected = exhaustive_best(table, max_len, length_penalty)
+        model = ScriptedCaptioner(table)
+        got = beam_search(model, torch.zeros(1, 3, 4, 4), num_beams=8, max_len=max_len,
+                          length_penalty=length_penalty, mask_id=SCRIPT_MASK)  # fmt: skip
+        assert got == [expected], seed
+        greedy = greedy_decode(model, torch.zeros(1, 3, 4, 4), max_len=max_len, mask_id=SCRIPT_MASK)
+        found_better_than_greedy |= greedy != [expected]
+    assert found_better_than_greedy  # the trees are hard enough that greedy decoding is not optimal
 
 
 @pytest.mark.parametrize("use_cache", [True, False])

@@ -250,3 +250,27 @@ def test_caption_metric_errors_are_explicit():
 def test_cider_d_handles_empty_and_one_word_captions(hyp, ref):
     scores = cider_d_scores({1: hyp, 2: "x y"}, {1: [ref], 2: ["x y"]})
     assert all(math.isfinite(v) and v >= 0 for v in scores.values())
+
+
+def test_cider_d_length_penalty_counts_bigrams_for_one_word_and_empty_captions():
+    """coco-caption's ``counts2vec`` takes the length from the bigram counts: 0 for one word (and for none), so a
+    one-word caption is 1 bigram shorter than a two-word reference, 2 shorter than a three-word one."""
+    predictions = {1: "cat", 2: "dog", 3: ""}
+    references = {1: ["cat", "a cat", "the big cat"], 2: ["dog", ""], 3: ["one bird"]}
+    # Every reference n-gram occurs in the references of one image only: idf = log 3 − log 1 for all of them.
+    # Image 1, "cat" (unigram vector (log 3) on "cat"; no bigrams, so n = 2..4 add nothing):
+    #   vs "cat":          cos 1,    δ = 0 − 0 = 0
+    #   vs "a cat":        cos 1/√2, δ = 0 − 1 = −1 → exp(−1/72)
+    #   vs "the big cat":  cos 1/√3, δ = 0 − 2 = −2 → exp(−4/72)
+    #   → 10 · (1 + exp(−1/72)/√2 + exp(−4/72)/√3) / 4 n-gram orders / 3 references
+    image_1 = 10 * (1 + math.exp(-1 / 72) / math.sqrt(2) + math.exp(-4 / 72) / math.sqrt(3)) / 4 / 3
+    # Image 2: "dog" vs "dog" (cos 1, δ 0); the empty reference gives 0 but still counts in the mean: 10 · 1 / 4 / 2.
+    image_2 = 10 * 1 / 4 / 2
+    scores = cider_d_scores(predictions, references)
+    assert scores == pytest.approx({1: image_1, 2: image_2, 3: 0.0}, rel=1e-12)
+    assert cider_d(predictions, references) == pytest.approx((image_1 + image_2) / 3, rel=1e-12)
+    # A two-word caption against the one-word reference "cat" is penalised the same as one word against two.
+    two_words = cider_d_scores({1: "a cat", 2: "dog", 3: ""}, {1: ["cat"], 2: ["dog"], 3: ["one bird"]})
+    # "a cat" vs "cat": unigram cos = log 3 · log 3 / (√2 log 3 · log 3) = 1/√2 ("a" is in no reference of
+    # image 1: df 0 → idf log 3 − log max(1, 0) = log 3); δ = 1 − 0 → exp(−1/72).
+    assert two_words[1] == pytest.approx(10 * math.exp(-1 / 72) / math.sqrt(2) / 4, rel=1e-12)

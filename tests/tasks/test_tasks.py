@@ -403,3 +403,80 @@ def test_check_finite_names_the_ids_for_inf_and_passes_finite_losses() -> None:
     task.check_finite(torch.tensor(3.0), {"qid": torch.tensor([5, 6])})  # finite: no error
     with pytest.raises(FloatingPointError, match=r"non-finite loss inf at global step 0 .*\[5, 6\]"):
         task.check_finite(torch.tensor(float("inf")), {"qid": torch.tensor([5, 6])})
+
+
+# ----- task wiring: loss arguments, logged metric scales, evaluation de-duplication -------------------------------
+def test_captioning_task_hands_smoothing_and_drop_worst_to_its_loss() -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.1, 0.2, 0.3, 0.4], [-2.0, 3.0, 0.0, 0.0], [1.0, 1.0, 1.0, -3.0]])
+    target = torch.tensor([0, 3, 2, 1])
+    # Hand computation: log p = logit - log Σ exp(logits) per row.
+    log_probs = logits - logits.exp().sum(dim=-1, keepdim=True).log()
+    nll = -log_probs[torch.arange(4), target]  # cross-entropy per token
+
+    # No smoothing, the worst half dropped from step 1 on: the mean of the two smallest cross-entropies.
+    dropping = make_task("captioning", label_smoothing=0.0, drop_worst_ratio=0.5, drop_worst_after=0)
+    assert dropping.loss_fn(logits, target, 0).item() == pytest.approx(nll.mean().item(), rel=1e-6)
+    assert dropping.loss_fn(logits, target, 1).item() == pytest.approx(nll.sort().values[:2].mean().item(), rel=1e-6)
+
+    # Smoothing 0.3 and no dropping: KL(q ‖ p) with q = 0.7 on the gold token and 0.1 on each of the 3 others.
+    smoothing = make_task("captioning", label_smoothing=0.3, drop_worst_ratio=0.0, drop_worst_after=0)
+    q = torch.full((4, 4), 0.1)
+    q[torch.arange(4), target] = 0.7
+    expected = (q * (q.log() - log_probs)).sum(dim=-1).mean()
+    assert smoothing.loss_fn(logits, target, 100).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def _validate(task: Beit3Task, batches: list[dict[str, torch.Tensor]], stage: str = "val") -> dict[str, float]:
+    """Run ``trainer.validate`` (or ``test``) over the batches; the logged epoch metrics as floats."""
+    trainer = quiet_trainer(limit_val_batches=1.0, limit_test_batches=1.0)
+    loader = DataLoader(batches, batch_size=None)
+    if stage == "val":
+        trainer.validate(task, loader, verbose=False)
+    else:
+        trainer.test(task, loader, verbose=False)
+    return {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+
+@pytest.mark.parametrize("stage", ["val", "test"])
+def test_nlvr2_accuracy_is_logged_in_percent(stage: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    task = make_task("nlvr2")
+    batch = make_batch("nlvr2")  # labels 0, 1, 1, 0
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [1.0, -1.0]])  # right, right, wrong, right
+    monkeypatch.setattr(task.model, "forward", lambda *args, **kwargs: logits)
+    metrics = _validate(task, [batch], stage)
+    assert metrics[f"{stage}/acc"] == pytest.approx(75.0)
+
+
+# Retrieval with controlled embeddings: image id → image feature, caption → (text feature, its image id).
+RETRIEVAL_IMAGES = {10: [1.0, 0.0, 0.0], 20: [0.0, 1.0, 0.0], 30: [0.0, 0.0, 1.0]}
+RETRIEVAL_TEXTS = [([0.9, 0.1, 0.0], 10), ([0.0, 0.8, 0.2], 10), ([0.5, 0.4, 0.0], 20), ([0.0, 0.0, 1.0], 30)]
+
+
+def retrieval_rows(captions: list[int]) -> dict[str, torch.Tensor]:
+    """An eval batch of the given captions: the image feature sits in every pixel, the caption number at token 1."""
+    image_ids = torch.tensor([RETRIEVAL_TEXTS[c][1] for c in captions])
+    features = torch.tensor([RETRIEVAL_IMAGES[i] for i in image_ids.tolist()])
+    tokens = torch.full((len(captions), TEXT), 1)
+    tokens[:, 0], tokens[:, 1], tokens[:, 2] = 0, torch.tensor(captions), 2
+    return {"image": features[:, :, None, None].expand(-1, 3, IMG, IMG).clone(), "language_tokens": tokens,
+            "padding_mask": (tokens == 1).long(), "image_id": image_ids, "index": torch.tensor(captions)}  # fmt: skip
+
+
+def controlled_retrieval_forward(image=None, text_description=None, padding_mask=None):
+    image_emb = torch.nn.functional.normalize(image[:, :, 0, 0], dim=-1)
+    text_table = torch.tensor([feature for feature, _ in RETRIEVAL_TEXTS])
+    text_emb = torch.nn.functional.normalize(text_table[text_description[:, 1]], dim=-1)
+    return image_emb, text_emb
+
+
+def test_retrieval_evaluation_counts_a_repeated_caption_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    task = make_task("retrieval")
+    monkeypatch.setattr(task.model, "forward", controlled_retrieval_forward)
+    # The second batch repeats caption 1 (as DistributedSampler pads the last batch): same dataset index.
+    metrics = _validate(task, [retrieval_rows([0, 1, 2]), retrieval_rows([3, 1])])
+    # IR@1 by hand: caption 0 → image 10 (hit), 1 → 20 (miss), 2 → 10 (miss), 3 → 30 (hit): 2 of 4 = 50 %
+    # (counting the repeat would give 2 of 5). TR@1: image 10 → caption 0 (hit), 20 → caption 1 (miss),
+    # 30 → caption 3 (hit): 2 of 3. At 5 and 10 everything is found.
+    expected = {"ir_r1": 50.0, "tr_r1": 200 / 3, "ir_r5": 100.0, "tr_r5": 100.0, "ir_r10": 100.0, "tr_r10": 100.0}
+    assert {k: metrics[f"val/{k}"] for k in expected} == pytest.approx(expected)
+    assert metrics["val/average_score"] == pytest.approx(sum(expected.values()) / 6)
