@@ -72,8 +72,8 @@ def run(task: str, extra: list[str]) -> tuple[float, float]:
     out = ROOT / "outputs" / "sample" / task
     common = ["--config", str(config), "--trainer.enable_progress_bar", "false", *extra]
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "beit3_lightning.cli", "fit", *common],
+    subprocess.run(  # each benchmark run replaces the previous one's checkpoints
+        [sys.executable, "-m", "beit3_lightning.cli", "fit", *common, "--checkpoint.overwrite", "true"],
         check=True,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

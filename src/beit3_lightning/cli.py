@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from beit3_lightning.callbacks import PredictionWriter, TensorBoardSamples
 from beit3_lightning.data.datamodules import Beit3DataModule
 from beit3_lightning.data.tokenizer import model_vocab_size
+from beit3_lightning.modeling.checkpoint import LIGHTNING_VERSION_KEY, CheckpointError
 from beit3_lightning.tasks import Beit3Task
 
 
@@ -40,13 +43,26 @@ class KeyMetricCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that, left without ``monitor``, keeps the best model by the task's key metric
     (``val/<key_metric>`` of the task table, e.g. acc1 / score / acc / average_score / CIDEr) as ``best.ckpt``, next to
     ``last.ckpt``, in ``<trainer.default_root_dir>/checkpoints`` unless ``dirpath`` is given — fixed names, so
-    ``beit3 test --ckpt_path <dir>/best.ckpt`` works from a fresh process."""
+    ``beit3 test --ckpt_path <dir>/best.ckpt`` works from a fresh process.
+
+    A new ``fit`` (not a resume) into a directory that already holds ``best.ckpt`` / ``last.ckpt`` of an earlier run
+    is refused before training starts, so a worse run never replaces a better ``best.ckpt``; ``overwrite=True``
+    (``--checkpoint.overwrite true``) replaces them. A directory that cannot be written is refused at start too.
+
+    Args:
+        overwrite: let a new run replace the checkpoints an earlier run left in the directory.
+    """
+
+    def __init__(self, *args: Any, overwrite: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.overwrite = overwrite
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.monitor is None and getattr(pl_module, "key_metric", ""):
             self.monitor = f"val/{pl_module.key_metric}"
             self.mode = pl_module.key_metric_mode
-            self.kth_value, self.kth_best_model_path = torch.tensor(-torch.inf), ""
+            worst = torch.inf if self.mode == "min" else -torch.inf
+            self.kth_value, self.kth_best_model_path = torch.tensor(worst), ""
             self.best_model_score = None
             if self.filename is None:
                 self.filename = "best"
@@ -57,7 +73,30 @@ class KeyMetricCheckpoint(ModelCheckpoint):
                 self._save_on_train_epoch_end = False
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        if stage == "fit":
+            self._check_directory(trainer)
         super().setup(trainer, pl_module, stage)
+
+    def _check_directory(self, trainer) -> None:
+        """Refuse, before the first step, a directory that cannot be written or that holds an earlier run."""
+        directory = Path(self.dirpath)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+                pass
+        except OSError as err:
+            raise PermissionError(
+                f"checkpoint directory {directory} is not writable ({err.strerror}); choose another "
+                "--trainer.default_root_dir or --checkpoint.dirpath"
+            ) from err
+        resuming = trainer.ckpt_path is not None
+        earlier = [name for name in ("best.ckpt", "last.ckpt") if (directory / name).exists()]
+        if earlier and not resuming and not self.overwrite:
+            raise FileExistsError(
+                f"{directory} already holds {' and '.join(earlier)} of an earlier run; resume it with --ckpt_path "
+                f"{directory / 'last.ckpt'}, write elsewhere with --trainer.default_root_dir, or replace them with "
+                "--checkpoint.overwrite true"
+            )
 
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -122,6 +161,37 @@ def _config_model_keys(path: str) -> list[str]:
     return [key for key in LINKED_FROM_DATA if isinstance(init_args, dict) and key in init_args]
 
 
+# --ckpt_path values Lightning resolves itself (not file names).
+CKPT_PATH_KEYWORDS = ("best", "last", "hpc", "registry")
+
+
+def check_run_checkpoint(path: str, model_class_path: str | None) -> None:
+    """Refuse, before anything is built, a ``--ckpt_path`` that is not a readable Lightning checkpoint of the task
+    the config trains (Lightning would swap in the checkpoint's task class and fail much later)."""
+    file = Path(path)
+    if not file.is_file():
+        raise CheckpointError(f"--ckpt_path {path}: no such file")
+    if file.stat().st_size == 0:
+        raise CheckpointError(f"--ckpt_path {path} is empty (0 bytes): an interrupted copy? use another checkpoint")
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure here means the same thing to the user
+        raise CheckpointError(f"--ckpt_path {path} is not a readable checkpoint: {err}") from err
+    if not isinstance(checkpoint, dict) or LIGHTNING_VERSION_KEY not in checkpoint:
+        what = type(checkpoint).__name__ if not isinstance(checkpoint, dict) else "weights without training state"
+        raise CheckpointError(
+            f"--ckpt_path {path} holds {what}, not a checkpoint saved by `beit3 fit`; to start from weights use "
+            "--model.init_args.init_from instead"
+        )
+    saved = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+    if saved and model_class_path and saved != model_class_path:
+        raise CheckpointError(
+            f"--ckpt_path {path} was saved by {saved.rsplit('.', 1)[-1]} but the config trains "
+            f"{model_class_path.rsplit('.', 1)[-1]}; use a config of the checkpoint's task, or start from its "
+            f"weights with --model.init_args.init_from {path}"
+        )
+
+
 class Beit3CLI(LightningCLI):
     """LightningCLI with the data ↔ model links and the default callbacks of beit3-lightning."""
 
@@ -135,6 +205,17 @@ class Beit3CLI(LightningCLI):
                     f"{LINKED_FROM_DATA[key]}"
                 )
         super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and str(ckpt_path) not in CKPT_PATH_KEYWORDS:
+            model = self.config[subcommand].get("model")
+            try:
+                check_run_checkpoint(str(ckpt_path), model.get("class_path") if model is not None else None)
+            except CheckpointError as err:
+                self.parser.error(str(err))
+        super()._parse_ckpt_path()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(KeyMetricCheckpoint, "checkpoint")

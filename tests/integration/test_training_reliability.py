@@ -270,9 +270,15 @@ def test_a_run_without_logger_trains(vqa_root, tmp_path):
     assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == STEPS_PER_EPOCH
 
 
-def test_a_second_run_into_the_same_directory_replaces_best_and_last(vqa_root, tmp_path):
+def test_a_second_run_into_the_same_directory_is_refused_unless_told_to_overwrite(vqa_root, tmp_path):
     out = tmp_path / "run"
     main(["fit", *sample_args("vqav2.yaml", vqa_root, out, "--trainer.max_epochs", "1")])
-    main(["fit", *sample_args("vqav2.yaml", vqa_root, out, "--trainer.max_epochs", "2")])
+    best = (out / "checkpoints" / "best.ckpt").read_bytes()
+    refused = r"already holds best\.ckpt and last\.ckpt .*--checkpoint\.overwrite true"
+    with pytest.raises(FileExistsError, match=refused):
+        main(["fit", *sample_args("vqav2.yaml", vqa_root, out, "--trainer.max_epochs", "2")])
+    assert (out / "checkpoints" / "best.ckpt").read_bytes() == best  # the earlier run's best survives
+    overwrite = ("--checkpoint.overwrite", "true")
+    main(["fit", *sample_args("vqav2.yaml", vqa_root, out, "--trainer.max_epochs", "2", *overwrite)])
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert load(out / "checkpoints" / "last.ckpt")["global_step"] == 2 * STEPS_PER_EPOCH

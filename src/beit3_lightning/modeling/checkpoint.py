@@ -92,9 +92,13 @@ def read_checkpoint(path: str | Path, model_key: str = "model|module") -> Loaded
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return LoadedCheckpoint(load_file(str(path), device="cpu"))
+        try:
+            return LoadedCheckpoint(load_file(str(path), device="cpu"))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{path} is not a readable .safetensors file (truncated or corrupt?): {err}") from err
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -154,6 +158,16 @@ def unwrap_state_dict(obj: object, model_key: str = "model|module", source_name:
             f"the weights (top-level keys: {sorted(obj)[:10]})"
         )
     return dict(obj)
+
+
+def first_non_finite(state: Mapping[str, Tensor]) -> str | None:
+    """``"name (n of N values)"`` of the first floating-point tensor holding NaN or inf, else ``None``."""
+    for name, value in state.items():
+        if isinstance(value, Tensor) and value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                return f"{name} ({bad} of {value.numel()} values)"
+    return None
 
 
 # ----- adapting ------------------------------------------------------------------------------------------------
@@ -282,6 +296,9 @@ def load_checkpoint(
             del loadable[key]
 
     source_name = source if isinstance(source, (str, Path)) else "state dict"
+    bad = first_non_finite(loadable)
+    if bad is not None:  # a diverged run's weights would answer with NaN logits, not an error
+        raise CheckpointError(f"checkpoint {source_name} holds non-finite values in {bad}; refusing to load it")
     if not report.ok and strict:
         # Checked before anything is copied, so a refused checkpoint leaves the model untouched.
         raise CheckpointError(f"checkpoint {source_name} does not fit {type(model).__name__}:\n{report}")

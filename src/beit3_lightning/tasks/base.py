@@ -18,10 +18,11 @@ from torchmetrics import Metric
 
 from beit3_lightning.callbacks.ema import EMA
 from beit3_lightning.callbacks.throughput import Throughput
+from beit3_lightning.checkpoint_io import use_atomic_checkpoint_io
 from beit3_lightning.data.tokenizer import Beit3Tokenizer
 from beit3_lightning.data.transforms import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from beit3_lightning.modeling import Beit3Config
-from beit3_lightning.modeling.checkpoint import load_checkpoint
+from beit3_lightning.modeling.checkpoint import CheckpointError, first_non_finite, load_checkpoint
 from beit3_lightning.modeling.heads import Beit3TaskModel
 from beit3_lightning.optim import build_scheduler, param_groups
 from beit3_lightning.task_table import DATASETS, datasets_of_head
@@ -158,8 +159,15 @@ class Beit3Task(L.LightningModule):
         for key in [k for k, v in hparams.items() if v is None and not k.startswith("_") and k not in accepted]:
             del hparams[key]
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # `beit3 validate/test --ckpt_path` restores through Lightning, not load_checkpoint: check the weights here.
+        bad = first_non_finite(checkpoint.get("state_dict") or {})
+        if bad is not None:
+            raise CheckpointError(f"the checkpoint holds non-finite values in {bad}; it cannot be evaluated or resumed")
+
     # ----- data ----------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        use_atomic_checkpoint_io(self.trainer)  # a kill or a full disk never leaves a broken last.ckpt
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:
             self.attach_data(datamodule)
