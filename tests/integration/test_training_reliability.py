@@ -190,23 +190,20 @@ def test_resume_mid_epoch_with_loader_workers_trains_on_the_same_samples_as_an_u
     vqa_root: Path, tmp_path: Path
 ) -> None:
     """With worker processes Lightning creates the resumed epoch's loader iterator (and so forks the workers, which
-    prefetch at once) before it sets the sampler's epoch: the loader state must restore the epoch itself."""
-    workers = ("--data.init_args.num_workers", "2")
+    prefetch at once) before it sets the sampler's epoch: the loader state must restore the epoch itself. Three
+    epochs, so that a whole epoch follows the resumed one."""
+    workers = ("--data.init_args.num_workers", "2", "--trainer.max_epochs", "3")
+    ref, out = tmp_path / "uninterrupted", tmp_path / "resumed"
+    record_ref, record = (callback_arg(RecordSampleIds, path=str(run / "ids.jsonl")) for run in (ref, out))
+    main(["fit", *sample_args("vqav2.yaml", vqa_root, ref, step_checkpoint_arg(ref / "steps"), *workers, record_ref)])
+    reference, reference_ids = load(ref / "steps" / "last.ckpt"), recorded_ids(ref / "ids.jsonl")
+    assert len(reference_ids) == 3 * STEPS_PER_EPOCH
+    epochs = [reference_ids[i : i + STEPS_PER_EPOCH] for i in range(0, 3 * STEPS_PER_EPOCH, STEPS_PER_EPOCH)]
+    assert epochs[0] != epochs[1] != epochs[2]  # each epoch is shuffled anew
 
-    def run(out: Path, crash_after: int | None) -> tuple[list[list[int]], dict[str, Any]]:
-        ids = out / "ids.jsonl"
-        extra = (*workers, callback_arg(RecordSampleIds, path=str(ids)))
-        if crash_after is None:
-            main(["fit", *sample_args("vqav2.yaml", vqa_root, out, step_checkpoint_arg(out / "steps"), *extra)])
-            return recorded_ids(ids), load(out / "steps" / "last.ckpt")
-        final = crash_and_resume(vqa_root, out, crash_after, *extra)
-        return recorded_ids(ids), final
-
-    reference_ids, reference = run(tmp_path / "uninterrupted", None)
-    assert len(reference_ids) == 2 * STEPS_PER_EPOCH
-    assert reference_ids[:STEPS_PER_EPOCH] != reference_ids[STEPS_PER_EPOCH:]  # epochs are shuffled differently
     # Crash during step 9; the last checkpoint is from step 8, two batches into epoch 1 (step 9's batch is lost).
-    ids, resumed = run(tmp_path / "resumed", crash_after=9)
+    resumed = crash_and_resume(vqa_root, out, 9, *workers, record)
+    ids = recorded_ids(out / "ids.jsonl")
     assert ids[:8] + ids[9:] == reference_ids
     assert_same_weights(resumed, reference)
 
