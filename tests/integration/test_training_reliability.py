@@ -1,8 +1,8 @@
 """Training reliability through the real ``beit3`` CLI on the tiny sample configs: resume after a crash, stop on a
 non-finite loss without saving broken state, DDP evaluation equal to one process.
 
-Runs are shortened (32 px, batch 4, 6 train batches per epoch, 2 epochs) and use ``num_workers=0`` so that two runs
-with the same seed are bit-identical.
+Runs are shortened (32 px, batch 4, 6 train batches per epoch, 2 epochs) and use ``num_workers=0`` unless a test is
+about loader workers (two runs with the same seed are bit-identical either way; workers only cost start-up time).
 """
 
 from __future__ import annotations
@@ -33,6 +33,21 @@ class RaiseAfterSteps(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= self.steps:
             raise RuntimeError(f"simulated crash after step {trainer.global_step}")
+
+
+class RecordSampleIds(L.Callback):
+    """Appends the sample ids of every training batch (one JSON list per line) to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        with open(self.path, "a") as file:
+            file.write(json.dumps(batch["index"].tolist()) + "\n")
+
+
+def recorded_ids(path: Path) -> list[list[int]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 class PoisonWeightsAtStep(L.Callback):
@@ -143,15 +158,14 @@ def uninterrupted(vqa_root: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     return final
 
 
-def crash_and_resume(vqa_root: Path, out: Path, crash_after: int) -> dict[str, Any]:
+def crash_and_resume(vqa_root: Path, out: Path, crash_after: int, *extra: str) -> dict[str, Any]:
     """Run until a crash after ``crash_after`` steps, resume with ``--ckpt_path last``; the final checkpoint."""
     steps = step_checkpoint_arg(out / "steps")
+    crash = callback_arg(RaiseAfterSteps, steps=crash_after)
     with pytest.raises(RuntimeError, match=f"simulated crash after step {crash_after}"):
-        main(
-            ["fit", *sample_args("vqav2.yaml", vqa_root, out, steps, callback_arg(RaiseAfterSteps, steps=crash_after))]
-        )
+        main(["fit", *sample_args("vqav2.yaml", vqa_root, out, steps, crash, *extra)])
     assert load(out / "steps" / "last.ckpt")["global_step"] == crash_after - crash_after % 2  # the last save
-    main(["fit", *sample_args("vqav2.yaml", vqa_root, out, steps), "--ckpt_path", "last"])
+    main(["fit", *sample_args("vqav2.yaml", vqa_root, out, steps, *extra), "--ckpt_path", "last"])
     return load(out / "steps" / "last.ckpt")
 
 
@@ -170,6 +184,28 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(
 ) -> None:
     # Crash during step 9; the last checkpoint is from step 8, two batches into epoch 1.
     assert_same_weights(crash_and_resume(vqa_root, tmp_path, crash_after=9), uninterrupted)
+
+
+def test_resume_mid_epoch_with_loader_workers_trains_on_the_same_samples_as_an_uninterrupted_run(
+    vqa_root: Path, tmp_path: Path
+) -> None:
+    """With worker processes Lightning creates the resumed epoch's loader iterator (and so forks the workers, which
+    prefetch at once) before it sets the sampler's epoch: the loader state must restore the epoch itself. Three
+    epochs, so that a whole epoch follows the resumed one."""
+    workers = ("--data.init_args.num_workers", "2", "--trainer.max_epochs", "3")
+    ref, out = tmp_path / "uninterrupted", tmp_path / "resumed"
+    record_ref, record = (callback_arg(RecordSampleIds, path=str(run / "ids.jsonl")) for run in (ref, out))
+    main(["fit", *sample_args("vqav2.yaml", vqa_root, ref, step_checkpoint_arg(ref / "steps"), *workers, record_ref)])
+    reference, reference_ids = load(ref / "steps" / "last.ckpt"), recorded_ids(ref / "ids.jsonl")
+    assert len(reference_ids) == 3 * STEPS_PER_EPOCH
+    epochs = [reference_ids[i : i + STEPS_PER_EPOCH] for i in range(0, 3 * STEPS_PER_EPOCH, STEPS_PER_EPOCH)]
+    assert epochs[0] != epochs[1] != epochs[2]  # each epoch is shuffled anew
+
+    # Crash during step 9; the last checkpoint is from step 8, two batches into epoch 1 (step 9's batch is lost).
+    resumed = crash_and_resume(vqa_root, out, 9, *workers, record)
+    ids = recorded_ids(out / "ids.jsonl")
+    assert ids[:8] + ids[9:] == reference_ids
+    assert_same_weights(resumed, reference)
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,13 @@ class ResumableDataLoader(DataLoader):
 
     ``progress`` returns how many batches of the current epoch the trainer has trained on (Lightning reads one batch
     ahead, so the loader's own count would be one too many).
+
+    The state restores the epoch as well as the position: Lightning creates the resumed epoch's iterator right after
+    ``load_state_dict`` and only then calls the sampler's ``set_epoch`` (``FitLoop.setup_data`` precedes
+    ``on_advance_start``). Without workers that iterator is lazy and reads the sampler after ``set_epoch``; with
+    workers it forks them at once (each with a copy of the dataset, so of its epoch) and prefetches index batches
+    from the sampler, so sampler and dataset must already be at the checkpoint's epoch, or the skip never matches
+    and the run trains on epoch 0's first batches again.
     """
 
     progress: Any = None
@@ -98,6 +105,7 @@ class ResumableDataLoader(DataLoader):
         return {"epoch": int(self.sampler.epoch), "batches_done": done, "batch_size": int(self.batch_size)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.set_epoch(state["epoch"])  # before Lightning's iter() forks the workers (see the class doc)
         self.sampler.skip_in_epoch(state["epoch"], state["batches_done"] * state["batch_size"])
 
 
@@ -256,6 +264,8 @@ class Beit3DataModule(L.LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------------------------------
     def _loader(self, dataset: Beit3Dataset, batch_size: int, cls: type[DataLoader] = DataLoader, **kwargs: Any):
+        # No persistent_workers: the sampler sets the dataset's epoch in this process, which reaches the workers'
+        # copies only because they are forked anew by every iter() (each epoch).
         return cls(
             dataset,
             batch_size=batch_size,
@@ -276,7 +286,9 @@ class Beit3DataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = EpochDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed)
-        sampler.set_epoch(dataset.epoch)
+        # The epoch the trainer is about to train (Lightning calls iter() on the loader, which forks the workers,
+        # before its own set_epoch): with workers the first iterator would otherwise use the dataset's old epoch.
+        sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed if trainer is not None else dataset.epoch)
         loader = self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True, cls=ResumableDataLoader)
         loader.progress = self._batches_trained_this_epoch
         return loader
