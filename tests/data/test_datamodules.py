@@ -305,3 +305,14 @@ def test_generated_sample_dataset_end_to_end(task: str, tmp_path: Path) -> None:
         assert (batch["masked_tokens"] == dm.tokenizer.mask_token_id).any()
     val = first_batch(dm.val_dataloader())
     assert val["image"].shape == (12, 3, 48, 48)
+
+
+def test_checkpointed_hyper_parameters_hold_absolute_data_paths(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "coco").mkdir()
+    (tmp_path / "spm.model").write_bytes(b"")
+    dm = CaptioningDataModule("nocaps_dir", task="nocaps", coco_root="coco", tokenizer="spm.model")
+    assert dm.hparams["root"] == str(tmp_path / "nocaps_dir")
+    assert dm.hparams["coco_root"] == str(tmp_path / "coco")
+    assert dm.hparams["tokenizer"] == str(tmp_path / "spm.model")
+    assert CaptioningDataModule("x").hparams["tokenizer"] == "sample"  # a name stays a name

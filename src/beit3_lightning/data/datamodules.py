@@ -168,6 +168,7 @@ class Beit3DataModule(L.LightningDataModule):
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()
+        self._absolute_paths_in_hparams()
         self.root = str(root)
         self.index_dir = str(index_dir) if index_dir is not None else self.root
         self.tokenizer_path = tokenizer
@@ -185,6 +186,15 @@ class Beit3DataModule(L.LightningDataModule):
         self.datasets: dict[str, Beit3Dataset] = {}
         self._tokenizer: Beit3Tokenizer | None = None
         self._sample_ready = False
+
+    def _absolute_paths_in_hparams(self) -> None:
+        """Store the data paths as absolute paths in the hyper-parameters that checkpoints keep: ``load_model`` and
+        later runs read the tokenizer and the answer vocabulary from another working directory."""
+        for key in ("root", "index_dir", "coco_root", "tokenizer"):
+            value = self.hparams.get(key)
+            if value is None or (key == "tokenizer" and not os.path.exists(value)):  # "sample" is a name, not a path
+                continue
+            self.hparams[key] = os.path.abspath(value)
 
     # -- tokenizer and model-facing properties -------------------------------------------------------------------
     @property
