@@ -136,8 +136,11 @@ def test_tensorboard_samples_log_the_first_batch_every_n_epochs_from_epoch_0(tmp
     callback = TensorBoardSamples(num_samples=2, every_n_epochs=2)
     logger = TensorBoardLogger(str(tmp_path))
     for epoch in range(5):
-        module = SimpleNamespace(image_mean=(0.5,) * 3, image_std=(0.5,) * 3,
-                                 describe_batch=lambda batch, n, e=epoch: described.append((e, batch["i"], n)) or [])
+        module = SimpleNamespace(
+            image_mean=(0.5,) * 3,
+            image_std=(0.5,) * 3,
+            describe_batch=lambda batch, n, e=epoch: described.append((e, batch["i"], n)) or [],
+        )
         trainer = SimpleNamespace(loggers=[logger], sanity_checking=False, current_epoch=epoch, is_global_zero=True,
                                   strategy=SimpleNamespace(), global_step=10 * epoch,
                                   precision_plugin=SimpleNamespace(forward_context=contextlib.nullcontext))  # fmt: skip
