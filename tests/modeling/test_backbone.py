@@ -25,6 +25,9 @@ def make_inputs(batch=2, text_len=6, img_size=32, seed=0):
 
 
 def test_every_parameter_gets_a_gradient_in_a_fused_forward():
+    # Seeded: with drop path, both samples of the batch drop the same branch now and then (about 1 run in 150
+    # unseeded), which leaves that branch without a gradient.
+    torch.manual_seed(0)
     model = Beit3Backbone(Beit3Config(**SMALL, drop_path_rate=0.1)).train()
     images, tokens, padding = make_inputs()
     masked = torch.zeros(2, 16, dtype=torch.bool)
