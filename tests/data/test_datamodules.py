@@ -186,6 +186,15 @@ def test_skipped_samples_are_counted_across_workers(tmp_path: Path) -> None:
     assert 1 not in torch.cat([b["index"] for b in batches]).tolist()
 
 
+@pytest.mark.parametrize(("task", "batch_size"), [("nlvr2", 4), ("nlvr2", 3), ("nlvr2", 5), ("vqav2", 5)])
+def test_num_train_batches_counts_the_batches_of_the_train_loader(task: str, batch_size: int, tmp_path: Path):
+    """Warmup epochs are converted with num_train_batches(): it must equal the loader's length (drop_last)."""
+    dm = make_datamodule(task, tmp_path, batch_size=batch_size)
+    dm.setup("fit")
+    expected = len(dm.datasets["train"]) // batch_size  # 6 (NLVR2) or 12 (VQA) items, full batches only
+    assert dm.num_train_batches() == len(dm.train_dataloader()) == len(list(dm.train_dataloader())) == expected
+
+
 def test_model_facing_properties(tmp_path: Path) -> None:
     vqa = make_datamodule("vqav2", tmp_path)
     assert vqa.num_answers == 3 and vqa.label2ans == ["yes", "no", "2"]

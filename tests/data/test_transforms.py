@@ -84,6 +84,18 @@ def test_imagenet_eval_resizes_shorter_side_then_centre_crops(crop_pct: float, e
     assert grey[:, 5:].unique().tolist() == [bands[1]]
 
 
+def test_imagenet_eval_resizes_the_shorter_side_to_size_over_crop_pct() -> None:
+    # 20 x 40 image whose row r is grey 10·r. crop_pct 0.5 at size 10: shorter side int(10 / 0.5) = 20, so no resize,
+    # and the centre 10 x 10 crop is rows 5..14 exactly (a resize to 10 first would keep every other row 0..18).
+    rows = np.repeat((10 * np.arange(20, dtype=np.uint8))[:, None], 40, axis=1)
+    image = np.repeat(rows[:, :, None], 3, axis=2)
+    transform = build_imagenet_transform(False, 10, interpolation="nearest", crop_pct=0.5, antialias=False)
+    out = transform(image)[0]
+    grey = torch.round((out * IMAGENET_DEFAULT_STD[0] + IMAGENET_DEFAULT_MEAN[0]) * 255)
+    assert grey[:, 0].tolist() == [10.0 * r for r in range(5, 15)]
+    assert (grey == grey[:, :1]).all()  # every row stays one grey
+
+
 def test_pil_and_array_inputs_agree_and_bad_inputs_raise() -> None:
     array = noisy_image()
     transform = build_vl_transform(False, 16)

@@ -110,6 +110,7 @@ def test_recipe_parses_with_the_official_hyper_parameters(parser, recipe):
     size, resolution = recipe.split("/")[1].split("_")
     assert (model.model, data.img_size) == (size, int(resolution))
     assert Beit3Config.from_name(model.model, img_size=data.img_size).img_size == int(resolution)
+    assert Beit3Config.from_name(model.model).embed_dim == {"base": 768, "large": 1024}[size]
 
 
 @pytest.mark.parametrize("recipe", sorted(OFFICIAL))

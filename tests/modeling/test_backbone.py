@@ -25,6 +25,9 @@ def make_inputs(batch=2, text_len=6, img_size=32, seed=0):
 
 
 def test_every_parameter_gets_a_gradient_in_a_fused_forward():
+    # Seeded: with drop path, both samples of the batch drop the same branch now and then (about 1 run in 150
+    # unseeded), which leaves that branch without a gradient.
+    torch.manual_seed(0)
     model = Beit3Backbone(Beit3Config(**SMALL, drop_path_rate=0.1)).train()
     images, tokens, padding = make_inputs()
     masked = torch.zeros(2, 16, dtype=torch.bool)
@@ -121,6 +124,34 @@ def test_drop_path_is_stochastic_in_training_and_off_in_eval():
     torch.testing.assert_close(model(visual_tokens=images)["encoder_out"], model(visual_tokens=images)["encoder_out"])
     rates = [layer.drop_path_prob for layer in model.encoder.layers]
     assert rates == pytest.approx([0.0, 0.25, 0.5])  # linspace(0, rate, L)
+
+
+def test_drop_path_mask_drops_whole_samples_and_rescales_the_kept_ones():
+    torch.manual_seed(0)
+    x = torch.ones(4000, 3, 5)
+    mask = layers.drop_path_mask(x, 0.25, training=True)
+    assert mask.shape == (4000, 1, 1)
+    kept = mask != 0
+    # Kept samples are scaled by 1 / keep_prob, so the branch keeps its expected value.
+    torch.testing.assert_close(mask[kept], torch.full_like(mask[kept], 1 / 0.75))
+    assert abs(1 - kept.float().mean().item() - 0.25) < 0.03
+    assert layers.drop_path_mask(x, 0.25, training=False) is None and layers.drop_path_mask(x, 0.0, True) is None
+    dropped = layers.DropPath(0.25).train()(x)
+    assert torch.all((dropped == 0) | torch.isclose(dropped, torch.tensor(1 / 0.75)))
+
+
+def test_drop_path_drops_the_vision_and_text_branches_of_a_sample_together():
+    """torchscale drops a sample's whole residual branch: its image and its text part alike."""
+    torch.manual_seed(0)
+    layer = layers.EncoderLayer(32, 4, 64, 1e-5, drop_path=0.5).train()
+    xv, xt = torch.randn(64, 5, 32), torch.randn(64, 3, 32)
+    with torch.no_grad():
+        ov, ot = layer(xv, xt)
+    # A sample comes out unchanged only when both its attention and its FFN branch were dropped (p = 0.25).
+    unchanged_v = (ov == xv).flatten(1).all(dim=1)
+    unchanged_t = (ot == xt).flatten(1).all(dim=1)
+    assert 0 < unchanged_v.sum() < 64
+    assert torch.equal(unchanged_v, unchanged_t)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -128,6 +129,24 @@ def test_tensorboard_samples_is_a_no_op_without_tensorboard_logger():
     trainer = SimpleNamespace(loggers=[], sanity_checking=False, current_epoch=0, is_global_zero=True)
     TensorBoardSamples().on_validation_batch_end(trainer, module, None, {}, batch_idx=0)
     assert called == []
+
+
+def test_tensorboard_samples_log_the_first_batch_every_n_epochs_from_epoch_0(tmp_path):
+    described = []  # (epoch, batch index, num_samples) of every describe_batch call
+    callback = TensorBoardSamples(num_samples=2, every_n_epochs=2)
+    logger = TensorBoardLogger(str(tmp_path))
+    for epoch in range(5):
+        module = SimpleNamespace(
+            image_mean=(0.5,) * 3,
+            image_std=(0.5,) * 3,
+            describe_batch=lambda batch, n, e=epoch: described.append((e, batch["i"], n)) or [],
+        )
+        trainer = SimpleNamespace(loggers=[logger], sanity_checking=False, current_epoch=epoch, is_global_zero=True,
+                                  strategy=SimpleNamespace(), global_step=10 * epoch,
+                                  precision_plugin=SimpleNamespace(forward_context=contextlib.nullcontext))  # fmt: skip
+        for batch_idx in range(2):
+            callback.on_validation_batch_end(trainer, module, None, {"i": batch_idx}, batch_idx=batch_idx)
+    assert described == [(0, 0, 2), (2, 0, 2), (4, 0, 2)]
 
 
 def test_tensorboard_samples_skips_sharded_weights_with_a_warning(tmp_path):

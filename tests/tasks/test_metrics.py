@@ -217,6 +217,12 @@ def test_bleu_hand_values():
     assert bleu({1: "the the the"}, {1: ["the cat"]}, n=1) == pytest.approx(1 / 3)
 
 
+def test_bleu_brevity_penalty_uses_the_closest_reference_length_not_the_shortest():
+    # 4-word hypothesis, references of 2 and 5 words: the closest is 5 (|5 − 4| = 1 < 2), so r = 5 > c = 4 and the
+    # brevity penalty exp(1 − 5/4) applies; every hypothesis word is in a reference (BLEU-1 precision 1).
+    assert bleu({1: "a b c d"}, {1: ["a b", "a b c d e"]}, n=1) == pytest.approx(math.exp(1 - 5 / 4), rel=1e-6)
+
+
 def test_bleu_is_corpus_level_not_an_average_of_sentences():
     predictions, references = {1: "a b", 2: "c d e f"}, {1: ["a b"], 2: ["c x e y"]}
     # unigram matches 2 + 2 of 2 + 4 guesses; bigram matches 1 + 0 of 1 + 3 -> BLEU-2 = √(4/6 · 1/4)
