@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from beit3_lightning.data.images import to_rgb_image
 from beit3_lightning.data.tokenizer import Beit3Tokenizer
 from beit3_lightning.data.transforms import ImageTransform, build_transform
 from beit3_lightning.task_table import ALIASES, DATASETS, resolve_dataset
@@ -35,7 +36,8 @@ TASK_ALIASES: dict[str, str] = ALIASES
 # A dataset name or alias → the dataset name (``"captioning"`` → ``"coco_captioning"``); ValueError otherwise.
 resolve_task = resolve_dataset
 
-# One image: a PIL image, an HWC (or HW) uint8 array, or a path to an image file.
+# One image: a PIL image (16-bit and float ones are scaled to 8 bits), an HWC (or HW) uint8 array (uint16 is
+# scaled too), or a path to an image file.
 SingleImage = Image.Image | np.ndarray | str | os.PathLike
 ImageInput = SingleImage | Sequence[SingleImage]
 TextInput = str | Sequence[str]
@@ -49,14 +51,14 @@ def _is_single_image(item: object) -> bool:
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:
-    """Read an image file as RGB, with an error that names the file."""
+    """Read an image file as 8-bit RGB (16-bit and float images scaled, not clipped), with errors naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
+            return to_rgb_image(image)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
 
@@ -191,7 +193,10 @@ class Beit3Processor:
         room = self.max_text_len - 2  # <s> and </s> take two positions
         ids, masks, truncated = [], [], []
         for position, item in enumerate(texts):
-            pieces = tokenizer.encode_ids(item)
+            try:
+                pieces = tokenizer.encode_ids(item)
+            except ValueError as err:  # a lone surrogate: say which text of the batch
+                raise ValueError(f"text {position}: {err}") from err
             if not pieces:
                 raise ValueError(f"text {position} ({item!r}) has no tokens; pass a non-empty text")
             if len(pieces) > room:

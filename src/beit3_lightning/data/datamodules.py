@@ -247,6 +247,8 @@ class Beit3DataModule(L.LightningDataModule):
             "index_dir": self.index_dir,
             "skip_bad_samples": self.skip_bad_samples,
             "seed": self.seed,
+            # Token ids of the index are checked against it at read time; ImageNet has no text (nor tokenizer need).
+            "vocab_size": self.tokenizer.vocab_size if self.dataset_class.text_field else None,
         }
 
     def dataset(self, split: str) -> Beit3Dataset:

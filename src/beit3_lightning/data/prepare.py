@@ -4,6 +4,7 @@ Examples::
 
     beit3 prepare vqav2 --data-root /data/coco --tokenizer beit3.spm
     beit3 prepare nlvr2 --data-root /data/nlvr2 --tokenizer beit3.spm --nlvr-repo /src/nlvr
+    beit3 prepare imagenet --data-root /data/imagenet --verify-images   # also decode every indexed image
     beit3 prepare sample --data-root data/sample
 """
 
@@ -24,6 +25,12 @@ def _add_common(parser: argparse.ArgumentParser, dataset: str) -> None:
     parser.add_argument("--data-root", type=Path, required=True, help=f"raw dataset root: {layout}")
     parser.add_argument(
         "--index-dir", type=Path, default=None, help="where to write the index files (default: --data-root)"
+    )
+    parser.add_argument(
+        "--verify-images",
+        action="store_true",
+        help="after writing the indexes, decode every image they reference (in parallel, with a progress bar) and "
+        "list each empty, truncated or undecodable file with its index file and line; exit code 2 if any is bad",
     )
     if DATASETS[dataset].needs_tokenizer:
         parser.add_argument(
@@ -125,6 +132,25 @@ def _run_dataset(args: argparse.Namespace) -> list[Path]:
     return resolve(spec.index_builder)(*positional, index_dir=args.index_dir, **options)
 
 
+def _verify_images(args: argparse.Namespace, written: list[Path]) -> int:
+    """``--verify-images``: 0 when every referenced image decodes, else 2 with one line per bad image."""
+    from .index.verify import verify_index_images  # only this option needs the thread pool and decoders
+
+    index_files = [path for path in written if path.suffix == ".jsonl"]
+    checked, bad = verify_index_images(index_files, args.data_root)
+    if not bad:
+        print(f"beit3 prepare {args.dataset}: all {checked} images decode", file=sys.stderr)
+        return 0
+    print(
+        f"beit3 prepare {args.dataset}: error: {len(bad)} of {checked} images referenced by the indexes are empty, "
+        "truncated or undecodable (the indexes were written); replace or delete these files and run again:",
+        file=sys.stderr,
+    )
+    for image in bad:
+        print(f"  {image}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``beit3 prepare``; returns 0 on success and 2 (with a one-line message) on bad input."""
     args = build_parser().parse_args(argv)
@@ -135,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path in written:
         print(path)
+    if getattr(args, "verify_images", False):  # `prepare sample` has no such option
+        return _verify_images(args, written)
     return 0
 
 

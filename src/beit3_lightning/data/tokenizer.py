@@ -81,6 +81,21 @@ def text_segment(
     return ids + [pad_id] * padding, [0] * num_tokens + [1] * padding, num_tokens
 
 
+def check_encodable(text: str) -> None:
+    """ValueError naming the position of a lone surrogate (e.g. ``"\\ud800"``), which has no UTF-8 form.
+
+    Sentencepiece takes UTF-8; without this check pybind11 fails with a RuntimeError that names neither the text
+    nor the character. Such strings come from JSON ``\\ud800`` escapes or badly decoded files.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"text has a lone surrogate {text[err.start]!r} at character {err.start} (of {len(text)}): it is not "
+            f"valid Unicode text; remove it or fix how the text was decoded (text starts {text[:40]!r})"
+        ) from None
+
+
 def _load_processor(path: Path) -> spm.SentencePieceProcessor:
     """Load a sentencepiece model, turning every failure into a TokenizerError that says what to do."""
     hint = (
@@ -145,10 +160,12 @@ class Beit3Tokenizer:
 
     def tokenize(self, text: str) -> list[str]:
         """Sentencepiece pieces of ``text`` (e.g. ``['▁a', '▁red', '▁circle']``)."""
+        check_encodable(text)
         return list(self._sp.EncodeAsPieces(text))
 
     def encode_ids(self, text: str) -> list[int]:
         """Model ids of ``text`` without special tokens: exactly what the index files store."""
+        check_encodable(text)
         return [self._to_model_id(i) for i in self._sp.EncodeAsIds(text)]
 
     def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:

@@ -32,6 +32,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from PIL import Image
 
+from beit3_lightning.data.images import scale_16bit_to_uint8, to_rgb_image
 from beit3_lightning.data.randaug import timm_rand_augment, vl_random_augment
 
 __all__ = [
@@ -72,18 +73,29 @@ def _interpolation_flag(name: str) -> int:
 
 
 def to_uint8_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
-    """Turn a PIL image (any mode) or an HWC / HW uint8 array into a contiguous HxWx3 uint8 array."""
+    """Turn a PIL image (any mode) or an HWC / HW uint8 or uint16 array into a contiguous HxWx3 uint8 array.
+
+    16-bit / float PIL images and uint16 arrays are scaled to 8 bits (:func:`~beit3_lightning.data.images.to_rgb_image`)
+    rather than clipped to white. An empty (0-pixel) image is a ValueError: OpenCV would fail later with an
+    assertion that does not say which input was wrong.
+    """
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    if not isinstance(image, np.ndarray):
+        array = np.asarray(to_rgb_image(image))
+    elif not isinstance(image, np.ndarray):
         raise TypeError(f"Expected a PIL image or a numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"Expected a uint8 image array, got dtype {image.dtype}")
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"Expected an HxWx3 (RGB) or HxW image array, got shape {image.shape}")
-    return np.ascontiguousarray(image)
+    elif image.dtype == np.uint16:
+        array = scale_16bit_to_uint8(image)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"Expected a uint8 (or 16-bit uint16) image array, got dtype {image.dtype}")
+    else:
+        array = image
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"Expected an HxWx3 (RGB) or HxW image array, got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"Empty image: {array.shape[0]}x{array.shape[1]} pixels; pass an image with content")
+    return np.ascontiguousarray(array)
 
 
 class RandomErasingPixel(A.ImageOnlyTransform):

@@ -21,6 +21,7 @@ from .common import (
     read_json,
     require_fields,
     require_image,
+    require_int,
     require_list,
     resolve_dirs,
     write_index_files,
@@ -39,7 +40,7 @@ def coco_captioning_items(
     for image in progress(images, desc=f"coco_captioning {split}"):
         if image.split not in COCO_SPLITS[split]:
             continue
-        cocoid = image.record["cocoid"]
+        cocoid = require_int(image.record, "cocoid", source, image.where)
         if split == "train":
             for ids in caption_ids(image, tokenizer, source):
                 items.append({"image_path": image.image_path, "text_segment": ids, "image_id": cocoid})
@@ -70,9 +71,10 @@ def nocaps_items(data_root: Path, split: str, source: Path) -> list[dict[str, An
     ):
         where = f"images[{index}]"
         require_fields(record, ("id", "file_name"), source, where)
+        image_id = require_int(record, "id", source, where)
         image_path = f"{split}/{record['file_name']}"
-        require_image(data_root, image_path, source, f"{where} (id {record['id']})")
-        items.append({"image_path": image_path, "text_segment": None, "image_id": record["id"]})
+        require_image(data_root, image_path, source, f"{where} (id {image_id})")
+        items.append({"image_path": image_path, "text_segment": None, "image_id": image_id})
     return items
 
 

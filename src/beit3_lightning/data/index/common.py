@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -52,19 +53,31 @@ def read_json(path: Path, what: str) -> Any:
         raise DatasetFormatError(f"{path} is not valid JSON ({err}); re-download the {what}.") from err
 
 
-def read_json_lines(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
-    """Load a JSON-lines file as (1-based line number, record) pairs, skipping blank lines."""
+def read_json_lines(path: Path, what: str, remedy: str = "re-download it") -> list[tuple[int, dict[str, Any]]]:
+    """Load a JSON-lines file as (1-based line number, record) pairs, skipping blank lines.
+
+    ``remedy`` ends the message of a line that is not UTF-8 or not JSON (index files say how to rebuild them).
+    """
     if not path.is_file():
         raise DatasetFormatError(f"{what} not found: {path}. Download it or pass its location (see --help).")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    # Bytes, decoded line by line: a text-mode reader raises UnicodeDecodeError with a byte offset in its read
+    # buffer, not the line, so a stray non-UTF-8 byte could not be found in a large file.
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DatasetFormatError(
+                    f"{path}, line {number}: not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1}); "
+                    f"the {what} must be UTF-8 JSON lines: {remedy}."
+                ) from err
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DatasetFormatError(f"{path}, line {number}: not valid JSON ({err}).") from err
+                raise DatasetFormatError(f"{path}, line {number}: not valid JSON ({err}); {remedy}.") from err
             if not isinstance(record, dict):
                 raise DatasetFormatError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}.")
             records.append((number, record))
@@ -90,8 +103,39 @@ def require_fields(record: Any, fields: Sequence[str], source: Path, where: str)
         )
 
 
+def path_leaves_root(relative_path: str) -> bool:
+    """True when ``relative_path`` is absolute or climbs above its root with ``..`` (a lexical check, no I/O)."""
+    if os.path.isabs(relative_path):
+        return True
+    if os.pardir not in relative_path:  # the common case, without normpath's cost on million-line indexes
+        return False
+    normal = os.path.normpath(relative_path)
+    return normal == os.pardir or normal.startswith(os.pardir + os.sep)
+
+
+def require_int(record: Mapping[str, Any], field: str, source: Path, where: str) -> int:
+    """``record[field]`` as an int: JSON integers and decimal digit strings; floats, bools and words are refused.
+
+    ``int()`` alone would raise a ValueError naming neither file nor record, and would silently truncate 42.5.
+    """
+    value = record[field]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
+        return int(value)
+    raise DatasetFormatError(
+        f"{source}, {where}: {field} {value!r} is not an integer; the official files use integer ids, "
+        "is this the right (unmodified) file?"
+    )
+
+
 def require_image(data_root: Path, relative_path: str, source: Path, where: str) -> None:
-    """The image a record points to must exist under ``data_root``."""
+    """The image a record points to must exist under ``data_root`` (and not outside it)."""
+    if path_leaves_root(relative_path):
+        raise DatasetFormatError(
+            f"{source}, {where}: image path {relative_path!r} points outside the data root {data_root}; "
+            "file names in the raw files must be relative to it."
+        )
     if not (data_root / relative_path).is_file():
         raise DatasetFormatError(
             f"{source}, {where}: image {data_root / relative_path} does not exist; check --data-root and that the "
@@ -103,16 +147,36 @@ def encode_text(tokenizer: TextEncoder, text: Any, source: Path, where: str) -> 
     """Token ids of a question/caption/sentence; an empty or non-string text is a format error."""
     if not isinstance(text, str):
         raise DatasetFormatError(f"{source}, {where}: expected a text string, got {type(text).__name__}.")
-    ids = tokenizer.encode_ids(text)
+    try:
+        ids = tokenizer.encode_ids(text)
+    except ValueError as err:  # e.g. a lone surrogate from a "\ud800" escape in the raw JSON
+        raise DatasetFormatError(f"{source}, {where}: {err}.") from err
     if not ids:
         raise DatasetFormatError(f"{source}, {where}: empty text {text!r}; fix or remove this record.")
     return ids
 
 
+def _create_temp_file(path: Path) -> tuple[int, str]:
+    """Create a new temp file next to ``path`` with mode 0666 minus the umask, as ``open(path, "w")`` would.
+
+    ``tempfile.mkstemp`` creates 0600 files, and ``os.replace`` keeps that mode, so the indexes ended up unreadable
+    for the other users of a shared data directory. Asking the kernel for 0666 applies the process umask without
+    reading it (``os.umask`` can only be read by changing it, which races with other threads).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temp_name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temp_name, flags, 0o666), temp_name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file next to {path}")
+
+
 def write_jsonl_atomic(path: Path, items: Iterable[Mapping[str, Any]]) -> Path:
     """Write JSON lines to a temp file next to ``path`` then ``os.replace`` it: no half-written index on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, temp_name = _create_temp_file(path)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             for item in items:

@@ -31,6 +31,7 @@ from .common import (
     read_json,
     read_json_lines,
     require_fields,
+    require_int,
     require_list,
     resolve_dirs,
     write_index_files,
@@ -64,22 +65,43 @@ def image_file_name(image_dir: str, image_id: int) -> str:
 def _read_questions(path: Path, tokenizer: TextEncoder) -> dict[int, dict[int, dict[str, Any]]]:
     """image_id -> question_id -> {"question", "token_ids"}, in file order."""
     questions: dict[int, dict[int, dict[str, Any]]] = {}
+    first_seen: dict[int, str] = {}  # question_id -> the record that used it first
     records = require_list(read_json(path, "VQA question file"), "questions", path)
     for index, record in enumerate(progress(records, desc=f"tokenize {path.name}")):
         where = f"questions[{index}]"
         require_fields(record, ("image_id", "question", "question_id"), path, where)
-        token_ids = encode_text(tokenizer, record["question"], path, f"{where} (question_id {record['question_id']})")
-        questions.setdefault(int(record["image_id"]), {})[int(record["question_id"])] = {"token_ids": token_ids}
+        qid = require_int(record, "question_id", path, where)
+        where = f"{where} (question_id {qid})"
+        image_id = require_int(record, "image_id", path, where)
+        _require_unique_qid(first_seen, qid, f"questions[{index}]", path)
+        token_ids = encode_text(tokenizer, record["question"], path, where)
+        questions.setdefault(image_id, {})[qid] = {"token_ids": token_ids}
     return questions
+
+
+def _require_unique_qid(first_seen: dict[int, str], qid: int, record_name: str, source: Path) -> None:
+    """A question_id seen twice in one file: the second record would silently replace (or double) the first."""
+    if qid in first_seen:
+        raise DatasetFormatError(
+            f"{source}, {record_name}: duplicate question_id {qid} (first at {first_seen[qid]}); question ids must "
+            "be unique: re-download the file or remove the duplicate."
+        )
+    first_seen[qid] = record_name
 
 
 def _read_annotations(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """(where, record) pairs of an annotation file, validated."""
     records = require_list(read_json(path, "VQA annotation file"), "annotations", path)
     checked = []
+    first_seen: dict[int, str] = {}
     for index, record in enumerate(records):
         where = f"annotations[{index}]"
         require_fields(record, ("question_id", "image_id", "multiple_choice_answer", "answers"), path, where)
+        qid = require_int(record, "question_id", path, where)
+        # Stored back as ints so _attach_labels looks them up without converting (and failing) again.
+        image_id = require_int(record, "image_id", path, f"{where} (question_id {qid})")
+        record = {**record, "question_id": qid, "image_id": image_id}
+        _require_unique_qid(first_seen, qid, f"annotations[{index}]", path)
         if not isinstance(record["answers"], list):
             raise DatasetFormatError(f"{path}, {where}: 'answers' must be a list of {{'answer': ...}} objects.")
         for k, answer in enumerate(record["answers"]):
@@ -96,8 +118,8 @@ def _attach_labels(
 ) -> dict[int, dict[int, dict[str, Any]]]:
     """Add labels/scores to every question, then drop unanswerable questions and empty images."""
     for where, record in progress(annotations, desc=f"score {source.name}"):
-        image_questions = questions.get(int(record["image_id"]), {})
-        question = image_questions.get(int(record["question_id"]))
+        image_questions = questions.get(record["image_id"], {})
+        question = image_questions.get(record["question_id"])
         if question is None:
             raise DatasetFormatError(
                 f"{source}, {where}: question_id {record['question_id']} (image {record['image_id']}) is not in the "
