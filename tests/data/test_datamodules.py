@@ -20,6 +20,7 @@ from beit3_lightning.data.datamodules import (
     RetrievalDataModule,
     VQAv2DataModule,
 )
+from beit3_lightning.data.datasets import BadSampleError
 from beit3_lightning.data.transforms import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, build_transform
 
 TEXT = {"language_tokens", "padding_mask"}
@@ -184,6 +185,20 @@ def test_skipped_samples_are_counted_across_workers(tmp_path: Path) -> None:
     assert len(batches) == 3
     assert dm.num_skipped == 1  # counted in a worker, visible here
     assert 1 not in torch.cat([b["index"] for b in batches]).tolist()
+    (reason,) = dm.skipped_samples()  # written by the worker, read back here
+    assert "train-1-img1.png" in reason and "nlvr2.train.index.jsonl, line 2" in reason
+
+
+def test_a_run_skipping_more_than_max_skip_fraction_stops(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("beit3_lightning.data.datamodules.MIN_ITEMS_FOR_SKIP_FRACTION", 6)
+    dm = make_datamodule("nlvr2", tmp_path, skip_bad_samples=True, batch_size=2, max_skip_fraction=0.1)
+    (tmp_path / "nlvr2/images/train/1/train-1-img1.png").unlink()
+    dm.setup("fit")
+    list(dm.train_dataloader())  # 6 items served, 1 skipped: 1/7 = 14% > 10%
+    with pytest.raises(BadSampleError, match=r"1 of 7 items read were bad \(14\.3% > max_skip_fraction 0\.1\)"):
+        dm.check_skip_fraction()
+    dm.max_skip_fraction = 0.2
+    dm.check_skip_fraction()  # within the allowed fraction: no error
 
 
 @pytest.mark.parametrize(("task", "batch_size"), [("nlvr2", 4), ("nlvr2", 3), ("nlvr2", 5), ("vqav2", 5)])

@@ -375,20 +375,25 @@ def test_missing_and_corrupt_images_raise_bad_sample_error_naming_file_and_line(
         dataset[4]
 
 
-def test_skip_bad_samples_replaces_counts_and_warns(tmp_path: Path) -> None:
+def test_skip_bad_samples_replaces_counts_and_logs_every_skip(tmp_path: Path, caplog) -> None:
     root = write_vqav2(tmp_path)
     (root / "val2014/COCO_rest_val_000000000002.jpg").unlink()
-    dataset = make_dataset(VQAv2Dataset, root, "val", skip_bad_samples=True)
-    with pytest.warns(RuntimeWarning, match="COCO_rest_val_000000000002.jpg"):
+    skip_log = tmp_path / "skipped.txt"
+    dataset = make_dataset(VQAv2Dataset, root, "val", skip_bad_samples=True, skip_log=str(skip_log))
+    with caplog.at_level("WARNING", logger="beit3_lightning.data.datasets"):
         item = dataset[2]
-    assert item["index"] != 2 and dataset.num_skipped >= 1
-    replacement = item["index"]
-    with pytest.warns(RuntimeWarning, match="replaced by another item"):
+        replacement = item["index"]
         assert dataset[2]["index"] == replacement  # deterministic replacement
-    assert dataset.num_skipped >= 2
+    assert item["index"] != 2 and dataset.num_skipped == 2
+    # Each skip is its own record (a Python warning would have been shown once per call site).
+    skips = [r.getMessage() for r in caplog.records if "Skipping bad sample" in r.getMessage()]
+    assert len(skips) == 2 and all("COCO_rest_val_000000000002.jpg" in m for m in skips)
+    lines = skip_log.read_text().splitlines()
+    assert len(lines) == 2 and "COCO_rest_val_000000000002.jpg" in lines[0] and "line 3" in lines[0]
+    assert dataset.num_served == 2
     for i in range(6):
         (root / f"val2014/COCO_rest_val_{i:012d}.jpg").unlink(missing_ok=True)
-    with pytest.warns(RuntimeWarning), pytest.raises(BadSampleError, match="bad samples in a row"):
+    with pytest.raises(BadSampleError, match="bad samples in a row"):
         dataset[0]
 
 

@@ -3,7 +3,8 @@ logging (added by each task itself through ``configure_callbacks``)."""
 
 from beit3_lightning.callbacks.ema import EMA
 from beit3_lightning.callbacks.predictions import PredictionWriter
+from beit3_lightning.callbacks.skipped import SkippedSamples
 from beit3_lightning.callbacks.tensorboard import TensorBoardSamples
 from beit3_lightning.callbacks.throughput import Throughput
 
-__all__ = ["EMA", "PredictionWriter", "TensorBoardSamples", "Throughput"]
+__all__ = ["EMA", "PredictionWriter", "SkippedSamples", "TensorBoardSamples", "Throughput"]

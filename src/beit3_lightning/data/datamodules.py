@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -26,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from beit3_lightning.data.datasets import (
+    BadSampleError,
     Beit3Dataset,
     CaptioningDataset,
     ImageNetDataset,
@@ -53,6 +55,8 @@ __all__ = [
 ]
 
 Stage = Literal["fit", "validate", "test", "predict"] | None
+# The skip fraction is judged once this many items were read (one bad file among the first ten is not a trend).
+MIN_ITEMS_FOR_SKIP_FRACTION = 100
 # The datasets a shared DataModule serves, from the task table (the CLI lists and checks them).
 RetrievalDatasetName = Literal[datasets_of_head("retrieval")]  # type: ignore[valid-type]
 CaptioningDatasetName = Literal[datasets_of_head("captioning")]  # type: ignore[valid-type]
@@ -132,8 +136,12 @@ class Beit3DataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes (0 = load in the main process).
         max_text_len: text length including bos/eos (``--num_max_bpe_tokens``).
         randaug: add the VL RandomAugment(2, 7) to the training transform (ImageNet always uses timm RandAugment).
-        skip_bad_samples: replace items whose image is missing/corrupt (warned and counted in ``num_skipped``)
-            instead of failing.
+        skip_bad_samples: replace items whose image is missing/corrupt by other items instead of failing. Every skip
+            is logged, counted in ``num_skipped`` and in the progress bar / TensorBoard (``data/skipped``), and the
+            end of the run lists the files.
+        max_skip_fraction: with ``skip_bad_samples``, stop the run with an error once more than this fraction of
+            the items read were skipped (checked from 100 items on): a wrong root or a broken disk is not "a few bad
+            files".
         seed: seed of shuffling, augmentation and caption masking.
         pin_memory: pin host memory of batches (only when CUDA is available).
         generate_sample: ``prepare_data()`` writes the embedded sample dataset (raw files + indexes) into ``root``
@@ -161,8 +169,11 @@ class Beit3DataModule(L.LightningDataModule):
         generate_sample: bool = False,
         index_dir: str | None = None,
         interpolation: Literal["bicubic", "bilinear", "nearest", "area", "lanczos"] = "bicubic",
+        max_skip_fraction: float = 0.05,
     ) -> None:
         super().__init__()
+        if not 0.0 <= max_skip_fraction <= 1.0:
+            raise ValueError(f"max_skip_fraction must be in [0, 1], got {max_skip_fraction}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
@@ -179,6 +190,11 @@ class Beit3DataModule(L.LightningDataModule):
         self.max_text_len = max_text_len
         self.randaug = randaug
         self.skip_bad_samples = skip_bad_samples
+        self.max_skip_fraction = max_skip_fraction
+        # Every worker appends the reason of each skip here; the run's summary reads it back.
+        self.skip_log = None
+        if skip_bad_samples:
+            self.skip_log = os.path.join(tempfile.mkdtemp(prefix="beit3-skips-"), "skipped.txt")
         self.seed = seed
         self.pin_memory = pin_memory
         self.generate_sample = generate_sample
@@ -214,6 +230,29 @@ class Beit3DataModule(L.LightningDataModule):
         """Bad samples replaced so far, over all datasets of this DataModule."""
         return sum(dataset.num_skipped for dataset in self.datasets.values())
 
+    @property
+    def num_served(self) -> int:
+        """Items built so far, over all datasets of this DataModule."""
+        return sum(dataset.num_served for dataset in self.datasets.values())
+
+    def skipped_samples(self) -> list[str]:
+        """The reason of every skip so far (file and index line), in the order they happened."""
+        if self.skip_log is None or not os.path.exists(self.skip_log):
+            return []
+        with open(self.skip_log, encoding="utf-8") as file:
+            return [line.rstrip("\n") for line in file if line.strip()]
+
+    def check_skip_fraction(self) -> None:
+        """Raise once more than ``max_skip_fraction`` of the items read (from 100 on) were bad."""
+        skipped = self.num_skipped
+        seen = skipped + self.num_served
+        if skipped and seen >= MIN_ITEMS_FOR_SKIP_FRACTION and skipped / seen > self.max_skip_fraction:
+            first = "; ".join(self.skipped_samples()[:3])
+            raise BadSampleError(
+                f"{skipped} of {seen} items read were bad ({100 * skipped / seen:.1f}% > max_skip_fraction "
+                f"{self.max_skip_fraction}): is root ({self.root}) right? First ones: {first}"
+            )
+
     # -- data preparation ----------------------------------------------------------------------------------------
     def sample_datasets(self) -> list[tuple[str, str]]:
         """``(sample dataset name, root)`` pairs that ``generate_sample`` writes."""
@@ -246,6 +285,7 @@ class Beit3DataModule(L.LightningDataModule):
             "max_text_len": self.max_text_len,
             "index_dir": self.index_dir,
             "skip_bad_samples": self.skip_bad_samples,
+            "skip_log": self.skip_log,
             "seed": self.seed,
             # Token ids of the index are checked against it at read time; ImageNet has no text (nor tokenizer need).
             "vocab_size": self.tokenizer.vocab_size if self.dataset_class.text_field else None,

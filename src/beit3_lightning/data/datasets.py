@@ -14,10 +14,10 @@ masking.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,6 +47,8 @@ __all__ = [
     "mask_caption_tokens",
     "num_tokens_to_mask",
 ]
+
+log = logging.getLogger(__name__)
 
 RETRIEVAL_TASKS = datasets_of_head("retrieval")
 CAPTIONING_TASKS = datasets_of_head("captioning")
@@ -150,6 +152,7 @@ class Beit3Dataset(Dataset):
         index_dir: directory holding the ``*.jsonl`` index files (default: ``root``).
         skip_bad_samples: replace an item whose image is missing/corrupt by another one (warned and counted in
             :attr:`num_skipped`) instead of raising :class:`BadSampleError`.
+        skip_log: file each skip's reason is appended to (one line per skip, from any worker process).
         seed: base seed of the per-item generators.
         vocab_size: the tokenizer's vocabulary size; when given, every token id of the index must be below it
             (checked while the index is read, so an index built with another tokenizer fails at start-up with its
@@ -171,6 +174,7 @@ class Beit3Dataset(Dataset):
         skip_bad_samples: bool = False,
         seed: int = 0,
         vocab_size: int | None = None,
+        skip_log: str | None = None,
     ) -> None:
         super().__init__()
         if split not in self.split_files:
@@ -181,6 +185,7 @@ class Beit3Dataset(Dataset):
         self.transform = transform
         self.max_text_len = max_text_len
         self.skip_bad_samples = skip_bad_samples
+        self.skip_log = skip_log
         self.seed = seed % (1 << 63)
         self.vocab_size = vocab_size
         self.epoch = 0
@@ -204,6 +209,7 @@ class Beit3Dataset(Dataset):
         # Skip counter in shared memory (works with "fork" and "spawn" workers): one slot per worker, so no
         # increments are lost without a lock; the main process reads the sum.
         self._skipped = torch.zeros(_SKIP_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
+        self._served = torch.zeros(_SKIP_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
 
     def _validate(self, record: dict[str, Any], where: str) -> None:
         """Check the fields this task reads; raise DatasetFormatError naming the file and line."""
@@ -259,10 +265,24 @@ class Beit3Dataset(Dataset):
         """How many bad samples were replaced so far (all DataLoader workers of this process together)."""
         return int(self._skipped.sum())
 
-    def _count_skipped(self) -> None:
+    @property
+    def num_served(self) -> int:
+        """How many items were built so far (all DataLoader workers of this process together)."""
+        return int(self._served.sum())
+
+    def _slot(self) -> int:
         worker = get_worker_info()
-        slot = 0 if worker is None else 1 + worker.id % (_SKIP_COUNTER_SLOTS - 1)
-        self._skipped[slot] += 1
+        return 0 if worker is None else 1 + worker.id % (_SKIP_COUNTER_SLOTS - 1)
+
+    def _record_skip(self, reason: str) -> None:
+        """Count one skip, log it (every one: a logging record, not a de-duplicated warning) and append it to
+        ``skip_log``, the file the end-of-run summary reads back across worker processes."""
+        self._skipped[self._slot()] += 1
+        log.warning("Skipping bad sample (replaced by another item): %s", reason)
+        if self.skip_log is not None:
+            # One short O_APPEND write per skip: lines from several workers do not interleave.
+            with open(self.skip_log, "a", encoding="utf-8") as file:
+                file.write(reason.replace("\n", " ") + "\n")
 
     def source_of(self, index: int) -> str:
         """``"<index file>, line <n>"`` of the item at ``index``."""
@@ -333,11 +353,11 @@ class Beit3Dataset(Dataset):
                         f"{err} Fix or restore the file, rebuild the index, or set skip_bad_samples=True to replace "
                         "bad samples by others (they are counted and logged)."
                     ) from err.__cause__
-                self._count_skipped()
-                warnings.warn(f"Skipping bad sample (replaced by another item): {err}", RuntimeWarning, stacklevel=2)
+                self._record_skip(str(err))
                 current = int(replacements.integers(len(self)))
                 continue
             item["index"] = current
+            self._served[self._slot()] += 1
             return item
         raise BadSampleError(
             f"{MAX_REPLACEMENT_TRIES} bad samples in a row while replacing item {index} of {self.task} "

@@ -17,6 +17,7 @@ import torch
 from torchmetrics import Metric
 
 from beit3_lightning.callbacks.ema import EMA
+from beit3_lightning.callbacks.skipped import SkippedSamples
 from beit3_lightning.callbacks.throughput import Throughput
 from beit3_lightning.checkpoint_io import use_atomic_checkpoint_io
 from beit3_lightning.data.tokenizer import Beit3Tokenizer
@@ -144,9 +145,10 @@ class Beit3Task(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """Callbacks every run of this task needs, whatever the trainer config: throughput logging, and EMA when
+        """Callbacks every run of this task needs, whatever the trainer config: throughput logging, the visible
+        count of skipped bad samples (``data/skipped``), and EMA when
         ``ema_decay`` is set (its weights are saved in checkpoints as ``model_ema`` and restored on resume)."""
-        callbacks: list[L.Callback] = [Throughput()]
+        callbacks: list[L.Callback] = [Throughput(), SkippedSamples()]
         if self.hparams.ema_decay:
             callbacks.append(EMA(self.hparams.ema_decay))
         return callbacks
