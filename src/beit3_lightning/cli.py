@@ -78,7 +78,7 @@ class KeyMetricCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
 
     def _check_directory(self, trainer) -> None:
-        """Refuse, before the first step, a directory that cannot be written or that holds an earlier run."""
+        """Refuse, before anything runs, a directory that cannot be written."""
         directory = Path(self.dirpath)
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -89,14 +89,19 @@ class KeyMetricCheckpoint(ModelCheckpoint):
                 f"checkpoint directory {directory} is not writable ({err.strerror}); choose another "
                 "--trainer.default_root_dir or --checkpoint.dirpath"
             ) from err
-        resuming = trainer.ckpt_path is not None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # Checked here rather than in setup: Lightning knows whether the run resumes (trainer.ckpt_path) only after
+        # restoring the checkpoint, which comes after setup and before the first step.
+        directory = Path(self.dirpath)
         earlier = [name for name in ("best.ckpt", "last.ckpt") if (directory / name).exists()]
-        if earlier and not resuming and not self.overwrite:
+        if earlier and trainer.ckpt_path is None and not self.overwrite:
             raise FileExistsError(
                 f"{directory} already holds {' and '.join(earlier)} of an earlier run; resume it with --ckpt_path "
                 f"{directory / 'last.ckpt'}, write elsewhere with --trainer.default_root_dir, or replace them with "
                 "--checkpoint.overwrite true"
             )
+        super().on_fit_start(trainer, pl_module)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -169,3 +172,44 @@ def test_a_truncated_safetensors_file_names_the_path(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-50])
     with pytest.raises(CheckpointError, match=r"model\.safetensors is not a readable \.safetensors file"):
         read_checkpoint(path)
+
+
+KILLED_WRITER = """
+import sys, torch
+from beit3_lightning.checkpoint_io import atomic_torch_save
+path = sys.argv[1]
+step = 1
+while True:  # rewrite a 64 MB checkpoint until killed
+    atomic_torch_save({"step": step, "w": torch.full((16_000_000,), float(step))}, path)
+    print(step, flush=True)
+    step += 1
+"""
+
+
+def test_sigkill_during_writes_on_another_filesystem_leaves_a_whole_checkpoint(tmp_path: Path) -> None:
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount_point)]
+    mounted = subprocess.run(mount, capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (not root or no CAP_SYS_ADMIN): {mounted.stderr.decode().strip()}")
+    try:
+        path = mount_point / "last.ckpt"
+        writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+        writer.stdout.readline()  # one checkpoint is complete
+        full_size = path.stat().st_size
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # kill in the middle of a later write
+            writing = any(p.name != "last.ckpt" for p in mount_point.iterdir())  # our temporary file
+            if writing or path.stat().st_size < full_size:  # or a direct write's half-written target
+                break
+        else:
+            pytest.fail("never caught a write in progress")
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+        checkpoint = torch.load(path, weights_only=True)  # whole and readable: the old or the new one, never half
+        assert checkpoint["step"] >= 1 and bool((checkpoint["w"] == float(checkpoint["step"])).all())
+        leftovers = [p.name for p in mount_point.iterdir() if p.name != "last.ckpt"]
+        assert all(name.startswith(".last.ckpt.") for name in leftovers)  # at most the killed write's temp file
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
