@@ -179,7 +179,8 @@ def check_run_checkpoint(path: str, model_class_path: str | None) -> None:
     if file.stat().st_size == 0:
         raise CheckpointError(f"--ckpt_path {path} is empty (0 bytes): an interrupted copy? use another checkpoint")
     try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+        # Memory-mapped: only the pickled structure is read here; Lightning reads the tensors when it restores.
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - any failure here means the same thing to the user
         raise CheckpointError(f"--ckpt_path {path} is not a readable checkpoint: {err}") from err
     if not isinstance(checkpoint, dict) or LIGHTNING_VERSION_KEY not in checkpoint:
