@@ -17,6 +17,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
 from beit3_lightning.callbacks import PredictionWriter, TensorBoardSamples
 from beit3_lightning.data.datamodules import Beit3DataModule
@@ -102,6 +103,15 @@ class KeyMetricCheckpoint(ModelCheckpoint):
                 "--checkpoint.overwrite true"
             )
         super().on_fit_start(trainer, pl_module)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        super().on_fit_end(trainer, pl_module)
+        # Tell the user what the run produced (Lightning's console logger; rank 0 only).
+        if self.best_model_path:
+            score = self.best_model_score.item() if self.best_model_score is not None else float("nan")
+            rank_zero_info(f"best checkpoint: {self.best_model_path} ({self.monitor} = {score:.4f})")
+        if self.last_model_path:
+            rank_zero_info(f"last checkpoint: {self.last_model_path}")
 
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)

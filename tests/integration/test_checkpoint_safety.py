@@ -3,6 +3,7 @@ directories, and ``--ckpt_path`` / weights that cannot be right are refused befo
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -213,3 +214,22 @@ def test_sigkill_during_writes_on_another_filesystem_leaves_a_whole_checkpoint(t
         assert all(name.startswith(".last.ckpt.") for name in leftovers)  # at most the killed write's temp file
     finally:
         subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_fit_and_predict_say_what_they_wrote(sample_dataset: Callable[[str], Path], tmp_path: Path, caplog) -> None:
+    # Lightning's console logger does not propagate to the root logger: listen to it directly.
+    lightning_logger = logging.getLogger("lightning.pytorch")
+    lightning_logger.addHandler(caplog.handler)
+    try:
+        root = sample_dataset("nlvr2")
+        main(fit_args(root, tmp_path / "run", "--trainer.limit_train_batches", "2"))  # the epoch ends: it validates
+        best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+        main(["predict", "--config", str(CONFIGS / "nlvr2.yaml"), "--data.init_args.root", str(root),
+              "--data.init_args.img_size", "32", "--trainer.default_root_dir", str(tmp_path / "run"),
+              "--predictions.output_dir", str(tmp_path / "pred"), "--ckpt_path", str(best)])  # fmt: skip
+    finally:
+        lightning_logger.removeHandler(caplog.handler)
+    said = caplog.text
+    assert re.search(rf"best checkpoint: {re.escape(str(best))} \(val/acc = \d+\.\d{{4}}\)", said)
+    assert f"last checkpoint: {tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}" in said
+    assert re.search(rf"wrote \d+ predictions to {re.escape(str(tmp_path / 'pred'))}/submit_nlvr2_test\.json", said)

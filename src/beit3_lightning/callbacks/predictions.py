@@ -15,7 +15,6 @@ repeated samples) and written once, atomically, by global rank 0:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -27,8 +26,7 @@ import torch
 import torch.distributed as dist
 from lightning.fabric.utilities import move_data_to_device
 from lightning.pytorch.callbacks import BasePredictionWriter
-
-log = logging.getLogger(__name__)
+from lightning.pytorch.utilities import rank_zero_info
 
 # The id that identifies a record, in order of preference: VQA answers by question, captions by image, else index.
 RECORD_KEYS = ("question_id", "image_id", "index")
@@ -192,14 +190,11 @@ class PredictionWriter(BasePredictionWriter):
         if batches and isinstance(batches[0], dict):
             merged = merge_embeddings(batches)
             path = save_tensors(directory / f"embeddings_{stem}.pt", merged)
-            log.info(
-                "wrote %d image and %d text embeddings to %s",
-                len(merged["image_ids"]),
-                len(merged["text_index"]),
-                path,
-            )
+            # Lightning's console logger: the user sees where the file went (our own logger is silent at INFO).
+            images, texts = len(merged["image_ids"]), len(merged["text_index"])
+            rank_zero_info(f"wrote {images} image and {texts} text embeddings to {path}")
             return path
         records = dedupe_records(record for batch in batches for record in batch)
         path = write_json(directory / f"submit_{stem}.json", records)
-        log.info("wrote %d predictions to %s", len(records), path)
+        rank_zero_info(f"wrote {len(records)} predictions to {path}")
         return path
