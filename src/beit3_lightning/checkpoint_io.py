@@ -10,33 +10,25 @@ within one filesystem); on any error the temporary file is removed and the previ
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-
-def current_umask() -> int:
-    """The process umask (read by setting it and putting it back: there is no getter)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+from beit3_lightning.atomic_files import fsync_directory, temp_file_beside
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save(obj, path)`` that never leaves a partial ``path``: temp file beside it, fsync, ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = temp_file_beside(path)  # same directory: os.replace stays a rename, never a copy
     try:
         with os.fdopen(fd, "wb") as file:
             torch.save(obj, file)
             file.flush()
             os.fsync(file.fileno())
-        # mkstemp creates the file 0600; a checkpoint is an ordinary file (0644 under umask 022).
-        os.chmod(tmp_name, 0o666 & ~current_umask())
         os.replace(tmp_name, path)
     except Exception as err:
         Path(tmp_name).unlink(missing_ok=True)
@@ -46,20 +38,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     except BaseException:  # a kill (KeyboardInterrupt, SystemExit): clean up and let it through
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)  # the rename itself survives a power loss
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some filesystems / platforms do not open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_directory(path.parent)  # the rename itself survives a power loss
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -52,13 +52,14 @@ def test_a_write_killed_midway_keeps_the_previous_checkpoint(tmp_path: Path, mon
 def test_the_temporary_file_lives_beside_the_target_and_the_result_is_0644(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TMPDIR", str(tmp_path / "elsewhere"))  # Lightning's old path went through $TMPDIR
     seen = []
-    real_mkstemp = __import__("tempfile").mkstemp
+    real_open = os.open
 
-    def recording_mkstemp(*args, **kwargs):
-        seen.append(Path(kwargs["dir"]))
-        return real_mkstemp(*args, **kwargs)
+    def recording_open(name, flags, *args, **kwargs):  # every file the save creates goes through os.open
+        if flags & os.O_CREAT:
+            seen.append(Path(name).parent)
+        return real_open(name, flags, *args, **kwargs)
 
-    monkeypatch.setattr("beit3_lightning.checkpoint_io.tempfile.mkstemp", recording_mkstemp)
+    monkeypatch.setattr("beit3_lightning.atomic_files.os.open", recording_open)
     old_mask = os.umask(0o022)
     try:
         atomic_torch_save({"a": torch.ones(2)}, tmp_path / "out" / "best.ckpt")

@@ -110,25 +110,22 @@ def _run_sample(args: argparse.Namespace) -> list[Path]:
     return [ensure_sample_dataset(name, args.data_root / name, tokenizer=tokenizer) for name in args.datasets]
 
 
-# Options of `beit3 prepare <dataset>` → keyword arguments of the dataset's index builder.
-BUILDER_OPTIONS: dict[str, dict[str, str]] = {
-    "vqav2": {
-        "annotation_dir": "annotation_dir",
-        "min_answer_count": "min_answer_count",
-        "rest_val_images": "rest_val_images",
-        "seed": "seed",
-    },
-    "nlvr2": {"nlvr_repo": "nlvr_repo"},
-    "coco_captioning": {"karpathy_json": "karpathy_path"},
-    "coco_retrieval": {"karpathy_json": "karpathy_path"},
-    "flickr30k": {"karpathy_json": "karpathy_path"},
+# Options of `beit3 prepare <dataset>` passed to the dataset's index builder (by the builder's argument name).
+BUILDER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "vqav2": ("annotation_dir", "min_answer_count", "rest_val_images", "seed"),
+    "nlvr2": ("nlvr_repo",),
+    "coco_captioning": ("karpathy_json",),
+    "coco_retrieval": ("karpathy_json",),
+    "flickr30k": ("karpathy_json",),
 }
+# The CLI says which file it is; the builders take any path.
+BUILDER_ARGUMENT = {"karpathy_json": "karpathy_path"}
 
 
 def _run_dataset(args: argparse.Namespace) -> list[Path]:
     spec = DATASETS[args.dataset]
     positional = [args.data_root, Beit3Tokenizer(args.tokenizer)] if spec.needs_tokenizer else [args.data_root]
-    options = {kwarg: getattr(args, option) for option, kwarg in BUILDER_OPTIONS.get(args.dataset, {}).items()}
+    options = {BUILDER_ARGUMENT.get(name, name): getattr(args, name) for name in BUILDER_OPTIONS.get(args.dataset, ())}
     return resolve(spec.index_builder)(*positional, index_dir=args.index_dir, **options)
 
 

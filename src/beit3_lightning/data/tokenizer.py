@@ -160,13 +160,20 @@ class Beit3Tokenizer:
 
     def tokenize(self, text: str) -> list[str]:
         """Sentencepiece pieces of ``text`` (e.g. ``['▁a', '▁red', '▁circle']``)."""
-        check_encodable(text)
-        return list(self._sp.EncodeAsPieces(text))
+        try:
+            return list(self._sp.EncodeAsPieces(text))
+        except RuntimeError:
+            check_encodable(text)  # says which character when that is the cause
+            raise
 
     def encode_ids(self, text: str) -> list[int]:
         """Model ids of ``text`` without special tokens: exactly what the index files store."""
-        check_encodable(text)
-        return [self._to_model_id(i) for i in self._sp.EncodeAsIds(text)]
+        try:
+            sp_ids = self._sp.EncodeAsIds(text)
+        except RuntimeError:  # checked only on failure: the index builders encode millions of texts
+            check_encodable(text)  # says which character when that is the cause
+            raise
+        return [self._to_model_id(i) for i in sp_ids]
 
     def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
         """Pieces to model ids; unknown pieces map to ``<unk>`` (3)."""

@@ -145,9 +145,9 @@ class Beit3Task(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """Callbacks every run of this task needs, whatever the trainer config: throughput logging, the visible
-        count of skipped bad samples (``data/skipped``), and EMA when
-        ``ema_decay`` is set (its weights are saved in checkpoints as ``model_ema`` and restored on resume)."""
+        """Callbacks every run of this task needs, whatever the trainer config: throughput logging, the visible count
+        of skipped bad samples (``data/skipped``), and EMA when ``ema_decay`` is set (its weights are saved in
+        checkpoints as ``model_ema`` and restored on resume)."""
         callbacks: list[L.Callback] = [Throughput(), SkippedSamples()]
         if self.hparams.ema_decay:
             callbacks.append(EMA(self.hparams.ema_decay))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from tqdm import tqdm
+
+from beit3_lightning.atomic_files import temp_file_beside
 
 T = TypeVar("T")
 PathArg = str | os.PathLike[str]
@@ -156,27 +157,10 @@ def encode_text(tokenizer: TextEncoder, text: Any, source: Path, where: str) -> 
     return ids
 
 
-def _create_temp_file(path: Path) -> tuple[int, str]:
-    """Create a new temp file next to ``path`` with mode 0666 minus the umask, as ``open(path, "w")`` would.
-
-    ``tempfile.mkstemp`` creates 0600 files, and ``os.replace`` keeps that mode, so the indexes ended up unreadable
-    for the other users of a shared data directory. Asking the kernel for 0666 applies the process umask without
-    reading it (``os.umask`` can only be read by changing it, which races with other threads).
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        temp_name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(temp_name, flags, 0o666), temp_name
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temporary file next to {path}")
-
-
 def write_jsonl_atomic(path: Path, items: Iterable[Mapping[str, Any]]) -> Path:
     """Write JSON lines to a temp file next to ``path`` then ``os.replace`` it: no half-written index on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = _create_temp_file(path)
+    handle, temp_name = temp_file_beside(path)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             for item in items:
