@@ -334,14 +334,17 @@ class Beit3DataModule(L.LightningDataModule):
             self.datasets["train"].set_epoch(epoch)
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self.dataset("train")
+        return self.resumable_train_loader(self.dataset("train"), self.batch_size)
+
+    def resumable_train_loader(self, dataset: Beit3Dataset, batch_size: int) -> ResumableDataLoader:
+        """Shuffled, ``drop_last`` train loader over ``dataset`` whose mid-epoch position is saved in checkpoints."""
         trainer = getattr(self, "trainer", None)
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = EpochDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed)
         # The epoch the trainer is about to train (Lightning calls iter() on the loader, which forks the workers,
         # before its own set_epoch): with workers the first iterator would otherwise use the dataset's old epoch.
         sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed if trainer is not None else dataset.epoch)
-        loader = self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True, cls=ResumableDataLoader)
+        loader = self._loader(dataset, batch_size, sampler=sampler, drop_last=True, cls=ResumableDataLoader)
         loader.progress = self._batches_trained_this_epoch
         return loader
 
