@@ -40,6 +40,11 @@ def datamodule_num_classes(datamodule: Beit3DataModule) -> int | None:
     return None
 
 
+def datamodule_codebook_size(datamodule: Beit3DataModule) -> int | None:
+    """Codes of the pretraining DataModule's visual tokenizer (the MIM head's size); None for other tasks."""
+    return datamodule.codebook_size if hasattr(type(datamodule), "codebook_size") else None
+
+
 class KeyMetricCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that, left without ``monitor``, keeps the best model by the task's key metric
     (``val/<key_metric>`` of the task table, e.g. acc1 / score / acc / average_score / CIDEr) as ``best.ckpt``, next to
@@ -147,6 +152,7 @@ LINKED_FROM_DATA = {
     "img_size": "give the size once, on the data side: --data.init_args.img_size",
     "vocab_size": "it is computed from the DataModule's tokenizer (--data.init_args.tokenizer)",
     "num_classes": "it is computed from the DataModule (ImageNet classes, VQA answers in answer2label.txt)",
+    "codebook_size": "it is the visual tokenizer's (--data.init_args.visual_tokenizer)",
 }
 
 
@@ -217,7 +223,7 @@ class Beit3CLI(LightningCLI):
             if given:
                 key, where = given[0]
                 parser.error(
-                    f"model img_size/vocab_size/num_classes come from the data: {key} is set in {where}; "
+                    f"model img_size/vocab_size/num_classes/codebook_size come from the data: {key} is set in {where}; "
                     f"{LINKED_FROM_DATA[key]}"
                 )
         super().parse_arguments(parser, args)
@@ -255,6 +261,9 @@ class Beit3CLI(LightningCLI):
         )
         parser.link_arguments(
             "data", "model.init_args.num_classes", compute_fn=datamodule_num_classes, apply_on="instantiate"
+        )
+        parser.link_arguments(
+            "data", "model.init_args.codebook_size", compute_fn=datamodule_codebook_size, apply_on="instantiate"
         )
 
 

@@ -3,11 +3,12 @@
 Three words, three meanings, used the same way everywhere (code, CLI, docs):
 
 * **dataset** — what the data is and how it is scored: ``imagenet``, ``vqav2``, ``nlvr2``, ``coco_captioning``,
-  ``nocaps``, ``coco_retrieval``, ``flickr30k``. ``load_model(task=...)``, ``Beit3Processor(task=...)`` and the
-  DataModules' ``task=`` argument take a dataset name (or one of its aliases, e.g. ``vqa``).
+  ``nocaps``, ``coco_retrieval``, ``flickr30k``, and ``pretrain`` (masked data modeling on any images and
+  texts). ``load_model(task=...)``, ``Beit3Processor(task=...)`` and the DataModules' ``task=`` argument take a
+  dataset name (or one of its aliases, e.g. ``vqa``).
 * **head** — the network on top of the backbone, and the suffix of registered model names:
-  ``imageclassification``, ``vqav2``, ``nlvr2``, ``captioning``, ``retrieval``. Several datasets share a head
-  (``nocaps`` and ``coco_captioning`` both train ``captioning``).
+  ``imageclassification``, ``vqav2``, ``nlvr2``, ``captioning``, ``retrieval``, ``pretraining``. Several datasets
+  share a head (``nocaps`` and ``coco_captioning`` both train ``captioning``).
 * **task** — the LightningModule that trains a head (``CaptioningTask``).
 
 A :class:`HeadSpec` per head and a :class:`TaskSpec` per dataset; every other per-task table of the package
@@ -51,9 +52,9 @@ class HeadSpec:
     name: str  # registry suffix: beit3_base_patch16_480_<name>
     model_class: str  # plain-torch head model (modeling/heads)
     task_class: str  # LightningModule (tasks/)
-    predictor_class: str  # inference predictor (inference/)
+    predictor_class: str | None  # inference predictor (inference/); None: the head is trained, not served
     description: str  # how messages name a checkpoint of this head
-    calls: str  # the predictor calls that serve it, for wrong-call messages
+    calls: str  # the predictor calls that serve it, for wrong-call messages ("" without a predictor)
     # The last linear layer of a classifier head: its rows are the classes (None: the head has no classes).
     classifier_weight: str | None = None
 
@@ -121,6 +122,14 @@ HEADS: dict[str, HeadSpec] = {
             predictor_class="beit3_lightning.inference.retrieval:RetrievalPredictor",
             description="a retrieval (image-text embedding) model",
             calls="encode_image(), encode_text() or rank()",
+        ),
+        HeadSpec(
+            "pretraining",
+            model_class="beit3_lightning.modeling.heads.pretraining:Beit3ForPretraining",
+            task_class="beit3_lightning.tasks.pretraining:PretrainingTask",
+            predictor_class=None,
+            description="a pretraining (masked data modeling) model",
+            calls="",
         ),
     )
 }
@@ -221,6 +230,19 @@ DATASETS: dict[str, TaskSpec] = {
                 "beit3_base_patch16_384_f30k_retrieval.pth",
                 "beit3_large_patch16_384_f30k_retrieval.pth",
             ),
+        ),
+        TaskSpec(
+            "pretrain",
+            head="pretraining",
+            datamodule_class="beit3_lightning.data.pretraining_datamodule:PretrainDataModule",
+            key_metric="loss",
+            key_metric_mode="min",
+            raw_layout="images/ (unlabeled images), texts/*.txt or *.jsonl (documents), pairs.jsonl (image-text pairs)",
+            index_builder=f"{_INDEX}.pretrain:build_pretrain_index",
+            sample_generator=f"{_SAMPLE}.pretrain:generate_pretrain",
+            aliases=("pretraining",),
+            # Pretrained release files (same release folder): continue pretraining from them with init_from.
+            official_checkpoints=("beit3_base_patch16_224.pth", "beit3_large_patch16_224.pth"),
         ),
     )
 }

@@ -7,6 +7,7 @@ import torch
 
 from beit3_lightning.modeling.config import Beit3Config
 from beit3_lightning.modeling.heads import (
+    Beit3ForPretraining,
     Beit3ForCaptioning,
     Beit3ForImageClassification,
     Beit3ForRetrieval,
@@ -44,6 +45,7 @@ HEAD_BY_SUFFIX = {
     "vqav2": Beit3ForVisualQuestionAnswering,
     "captioning": Beit3ForCaptioning,
     "retrieval": Beit3ForRetrieval,
+    "pretraining": Beit3ForPretraining,
 }
 
 
@@ -52,6 +54,9 @@ def test_official_names_are_exactly_the_reference_fifteen():
     assert list_models("beit3_tiny_*") == [f"beit3_tiny_patch16_48_{s}" for s in sorted(HEAD_BY_SUFFIX)]
     assert "beit3_large_patch16_224_retrieval" in list_models("*_retrieval")  # our zero-shot ITC extra
     assert "beit3_large_patch16_224_captioning" not in list_models()
+    # The pretrained release checkpoints' architecture (masked data modeling heads): not fine-tuned names.
+    assert list_models("*_pretraining") == [f"beit3_{s}_patch16_{i}_pretraining" for s, i in
+                                            (("base", 224), ("large", 224), ("tiny", 48))]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", OFFICIAL_NAMES)

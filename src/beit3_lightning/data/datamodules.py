@@ -446,9 +446,7 @@ class RetrievalDataModule(Beit3DataModule):
 
     dataset_class = RetrievalDataset
 
-    def __init__(
-        self, root: str, *args: Any, task: RetrievalDatasetName = "coco_retrieval", **kwargs: Any
-    ) -> None:
+    def __init__(self, root: str, *args: Any, task: RetrievalDatasetName = "coco_retrieval", **kwargs: Any) -> None:
         super().__init__(root, *args, **kwargs)
         self.task = task
 

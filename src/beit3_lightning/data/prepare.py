@@ -5,6 +5,7 @@ Examples::
     beit3 prepare vqav2 --data-root /data/coco --tokenizer beit3.spm
     beit3 prepare nlvr2 --data-root /data/nlvr2 --tokenizer beit3.spm --nlvr-repo /src/nlvr
     beit3 prepare imagenet --data-root /data/imagenet --verify-images   # also decode every indexed image
+    beit3 prepare pretrain --data-root /data/my_corpus --tokenizer beit3.spm   # images/, texts/, pairs.jsonl
     beit3 prepare sample --data-root data/sample
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from ..task_table import DATASETS, resolve
 from .index.common import DatasetFormatError
+from .index.pretrain import DEFAULT_TEXT_CHUNK_TOKENS
 from .sample import SAMPLE_DATASETS, ensure_sample_dataset
 from .tokenizer import BEIT3_SPM_URL, Beit3Tokenizer, TokenizerError
 
@@ -47,6 +49,35 @@ def _add_karpathy(parser: argparse.ArgumentParser, file_name: str) -> None:
         type=Path,
         default=None,
         help=f"Karpathy split file (default: <data-root>/{file_name})",
+    )
+
+
+def _add_pretrain(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.05,
+        help="fraction of each kind held out as the val split (default 0.05; at least one record per kind)",
+    )
+    parser.add_argument(
+        "--text-chunk-tokens",
+        type=int,
+        default=DEFAULT_TEXT_CHUNK_TOKENS,
+        help=f"documents longer than this many tokens become several texts (default {DEFAULT_TEXT_CHUNK_TOKENS}: "
+        "a 64-token segment with bos and eos)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the val hold-out (default 0)")
+    parser.add_argument(
+        "--visual-tokenizer",
+        default=None,
+        help="pre-compute the visual tokens of every image with this tokenizer (k-means .safetensors or VQ-KD .pth) "
+        "and store them in the index; training then skips the tokenizer but uses no crop / flip augmentation",
+    )
+    parser.add_argument(
+        "--img-size",
+        type=int,
+        default=None,
+        help="with --visual-tokenizer: the model's image size, checked against the tokenizer's",
     )
 
 
@@ -88,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
             _add_karpathy(child, "dataset_coco.json")
         elif dataset == "flickr30k":
             _add_karpathy(child, "dataset_flickr30k.json")
+        elif dataset == "pretrain":
+            _add_pretrain(child)
     sample = sub.add_parser("sample", help="generate the embedded sample datasets with their indexes")
     sample.add_argument(
         "--data-root", type=Path, required=True, help="each dataset goes to <data-root>/<dataset> (e.g. data/sample)"
@@ -117,6 +150,7 @@ BUILDER_OPTIONS: dict[str, tuple[str, ...]] = {
     "coco_captioning": ("karpathy_json",),
     "coco_retrieval": ("karpathy_json",),
     "flickr30k": ("karpathy_json",),
+    "pretrain": ("val_fraction", "text_chunk_tokens", "seed", "visual_tokenizer", "img_size"),
 }
 # The CLI says which file it is; the builders take any path.
 BUILDER_ARGUMENT = {"karpathy_json": "karpathy_path"}

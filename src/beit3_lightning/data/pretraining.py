@@ -167,4 +167,3 @@ DATASET_OF_KIND: dict[str, type[_PretrainDataset]] = {
     "texts": PretrainTextDataset,
     "pairs": PretrainPairDataset,
 }
-

@@ -20,6 +20,8 @@ from beit3_lightning.processor import Beit3Processor, ImageInput, TextInput
 from beit3_lightning.task_table import HEADS
 
 T = TypeVar("T")
+
+
 class WrongTaskError(ValueError):
     """A predictor was asked for something its task model cannot do (e.g. ``caption()`` on a VQA model)."""
 

@@ -77,6 +77,10 @@ def _specs() -> dict[str, ModelSpec]:
         # Zero-shot retrieval with the large ITC checkpoint at its pre-training size; upstream has no such entry
         # (docs/reference.md#zero-shot-retrieval).
         ModelSpec("large", 224, "retrieval", official=False),
+        # The architecture of the pretrained release checkpoints (beit3_{base,large}_patch16_224.pth): backbone plus
+        # the masked data modeling heads, for continued pretraining.
+        ModelSpec("base", 224, "pretraining", official=False),
+        ModelSpec("large", 224, "pretraining", official=False),
         # 1.5 M-parameter variants for the sample data, tests and CPU demos.
         *(ModelSpec("tiny", 48, head, official=False) for head in HEADS),
     ]

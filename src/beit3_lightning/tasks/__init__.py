@@ -4,7 +4,16 @@ from beit3_lightning.tasks.base import Beit3Task
 from beit3_lightning.tasks.captioning import CaptioningTask
 from beit3_lightning.tasks.classification import ImageClassificationTask
 from beit3_lightning.tasks.nlvr2 import NLVR2Task
+from beit3_lightning.tasks.pretraining import PretrainingTask
 from beit3_lightning.tasks.retrieval import RetrievalTask
 from beit3_lightning.tasks.vqa import VQATask
 
-__all__ = ["Beit3Task", "CaptioningTask", "ImageClassificationTask", "NLVR2Task", "RetrievalTask", "VQATask"]
+__all__ = [
+    "Beit3Task",
+    "CaptioningTask",
+    "ImageClassificationTask",
+    "NLVR2Task",
+    "PretrainingTask",
+    "RetrievalTask",
+    "VQATask",
+]

@@ -39,8 +39,8 @@ __all__ = ["DEFAULT_TEXT_CHUNK_TOKENS", "build_pretrain_index", "chunk_tokens", 
 # Tokens per text chunk: a 64-token text segment holds bos + 62 tokens + eos.
 DEFAULT_TEXT_CHUNK_TOKENS = 62
 RAW_LAYOUT = (
-    "images/ (unlabeled images, any depth), texts/*.txt (one document per line) or texts/*.jsonl ({\"text\"}), "
-    "pairs.jsonl ({\"image_path\", \"text\"} per line)"
+    'images/ (unlabeled images, any depth), texts/*.txt (one document per line) or texts/*.jsonl ({"text"}), '
+    'pairs.jsonl ({"image_path", "text"} per line)'
 )
 
 
@@ -72,7 +72,7 @@ def _read_documents(folder: Path) -> list[tuple[Path, int, str]]:
         if path.suffix == ".jsonl":
             for line, record in read_json_lines(path, "pretraining text file", remedy="fix or remove that line"):
                 if not isinstance(record.get("text"), str):
-                    raise DatasetFormatError(f"{path}, line {line}: expected {{\"text\": <string>}}, got {record}")
+                    raise DatasetFormatError(f'{path}, line {line}: expected {{"text": <string>}}, got {record}')
                 if record["text"].strip():
                     documents.append((path, line, record["text"]))
             continue
@@ -91,7 +91,7 @@ def _pair_records(root: Path, path: Path, tokenizer: TextEncoder, max_tokens: in
         text = record.get("text", record.get("caption"))
         if not isinstance(image, str) or text is None:
             raise DatasetFormatError(
-                f"{path}, line {line}: expected {{\"image_path\": <path under the root>, \"text\": <caption>}}, "
+                f'{path}, line {line}: expected {{"image_path": <path under the root>, "text": <caption>}}, '
                 f"got keys {sorted(record)}"
             )
         require_image(root, image, path, f"line {line}")
