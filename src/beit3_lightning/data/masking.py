@@ -67,7 +67,7 @@ class BlockMaskingGenerator:
     def _place_block(self, mask: np.ndarray, max_new: int, rng: np.random.Generator) -> int:
         """Mask one rectangle adding 1..max_new new patches; returns how many were added (0: none fitted)."""
         for _ in range(_BLOCK_ATTEMPTS):
-            area = rng.uniform(self.min_block_patches, max_new)
+            area = rng.uniform(min(self.min_block_patches, max_new), max_new)  # the last blocks may be small
             aspect = math.exp(rng.uniform(*self.log_aspect))
             height = int(round(math.sqrt(area * aspect)))
             width = int(round(math.sqrt(area / aspect)))

@@ -7,6 +7,7 @@ Examples::
     beit3 prepare imagenet --data-root /data/imagenet --verify-images   # also decode every indexed image
     beit3 prepare pretrain --data-root /data/my_corpus --tokenizer beit3.spm   # images/, texts/, pairs.jsonl
     beit3 prepare sample --data-root data/sample
+    beit3 prepare visual-tokenizer --images my_images/ --codebook-size 512 --out kmeans512.safetensors
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ from .index.common import DatasetFormatError
 from .index.pretrain import DEFAULT_TEXT_CHUNK_TOKENS
 from .sample import SAMPLE_DATASETS, ensure_sample_dataset
 from .tokenizer import BEIT3_SPM_URL, Beit3Tokenizer, TokenizerError
+from .visual_tokenizer import (
+    DEFAULT_ITERATIONS,
+    DEFAULT_MAX_PATCHES,
+    IMAGE_SUFFIXES,
+    FitSummary,
+    fit_kmeans_tokenizer,
+)
 
 
 def _add_common(parser: argparse.ArgumentParser, dataset: str) -> None:
@@ -82,11 +90,11 @@ def _add_pretrain(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``beit3 prepare`` argument parser: one subcommand per dataset plus ``sample``."""
+    """The ``beit3 prepare`` argument parser: one subcommand per dataset plus ``sample`` and ``visual-tokenizer``."""
     parser = argparse.ArgumentParser(
         prog="beit3 prepare",
         description="Build the official BEiT-3 index files (*.jsonl) from raw dataset downloads, "
-        "or generate the embedded sample datasets.",
+        "generate the embedded sample datasets, or fit a visual tokenizer on your images.",
     )
     sub = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     for dataset, spec in DATASETS.items():
@@ -135,7 +143,71 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--tokenizer", default="sample", help="sentencepiece model for the index token ids (default: sample)"
     )
+    _add_visual_tokenizer(sub)
     return parser
+
+
+def _add_visual_tokenizer(sub: argparse._SubParsersAction) -> None:
+    child = sub.add_parser(
+        "visual-tokenizer",
+        help="fit a k-means visual tokenizer (the masked-image-modelling target) on your images, on a CPU",
+        description="Fit a k-means visual tokenizer on the images under --images and write it as one .safetensors "
+        "file: each patch's colour layout (average-pooled to --feature-grid cells a side, standardised) is mapped "
+        "to the nearest of --codebook-size centres. Deterministic for a seed.",
+    )
+    child.add_argument(
+        "--images",
+        type=Path,
+        required=True,
+        help=f"directory searched recursively for {', '.join(IMAGE_SUFFIXES)} files (any case)",
+    )
+    child.add_argument("--codebook-size", type=int, required=True, help="number of codes K (at least 2)")
+    child.add_argument("--out", type=Path, required=True, help="the .safetensors file to write")
+    child.add_argument(
+        "--image-size", type=int, default=224, help="the pretraining image size it tokenizes (default 224)"
+    )
+    child.add_argument("--patch-size", type=int, default=16, help="the model's patch size (default 16)")
+    child.add_argument(
+        "--feature-grid",
+        type=int,
+        default=4,
+        help="cells a side each patch is average-pooled to; must divide the patch size (default 4: 48 features)",
+    )
+    child.add_argument(
+        "--iterations",
+        type=int,
+        default=DEFAULT_ITERATIONS,
+        help=f"most Lloyd iterations; stops earlier when nothing changes (default {DEFAULT_ITERATIONS})",
+    )
+    child.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    child.add_argument(
+        "--max-images", type=int, default=None, help="use a seeded random subset of this many images (default: all)"
+    )
+    child.add_argument(
+        "--max-patches",
+        type=int,
+        default=DEFAULT_MAX_PATCHES,
+        help=f"most patches clustered, spread evenly over the images (default {DEFAULT_MAX_PATCHES})",
+    )
+
+
+def _run_visual_tokenizer(args: argparse.Namespace) -> tuple[list[Path], str]:
+    tokenizer = fit_kmeans_tokenizer(
+        args.images,
+        codebook_size=args.codebook_size,
+        image_size=args.image_size,
+        patch_size=args.patch_size,
+        feature_grid=args.feature_grid,
+        iterations=args.iterations,
+        seed=args.seed,
+        max_patches=args.max_patches,
+        max_images=args.max_images,
+    )
+    try:
+        written = tokenizer.save(args.out)
+    except OSError as err:
+        raise ValueError(f"cannot write {args.out}: {err.strerror or err}") from err
+    return [written], FitSummary(**tokenizer.fit_summary).line()
 
 
 def _run_sample(args: argparse.Namespace) -> list[Path]:
@@ -185,13 +257,19 @@ def _verify_images(args: argparse.Namespace, written: list[Path]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run ``beit3 prepare``; returns 0 on success and 2 (with a one-line message) on bad input."""
     args = build_parser().parse_args(argv)
+    summary = None
     try:
-        written = _run_sample(args) if args.dataset == "sample" else _run_dataset(args)
+        if args.dataset == "visual-tokenizer":
+            written, summary = _run_visual_tokenizer(args)
+        else:
+            written = _run_sample(args) if args.dataset == "sample" else _run_dataset(args)
     except (DatasetFormatError, TokenizerError, FileNotFoundError, ValueError) as err:
         print(f"beit3 prepare {args.dataset}: error: {err}", file=sys.stderr)
         return 2
     for path in written:
         print(path)
+    if summary:
+        print(f"beit3 prepare {args.dataset}: {summary}", file=sys.stderr)
     if getattr(args, "verify_images", False):  # `prepare sample` has no such option
         return _verify_images(args, written)
     return 0
