@@ -9,6 +9,14 @@ from typing import Any
 import lightning as L
 
 
+def batch_items(batch: dict[str, Any]) -> int:
+    """Items in a training batch: its ``index`` entry, summed over the kinds of a pretraining batch (a dict of
+    batches, one per kind)."""
+    if "index" in batch:
+        return len(batch["index"])
+    return sum(batch_items(part) for part in batch.values() if isinstance(part, dict))
+
+
 class Throughput(L.Callback):
     """Samples per second of training, logged every batch (after the first of each epoch)."""
 
@@ -24,7 +32,7 @@ class Throughput(L.Callback):
     ) -> None:
         now = time.perf_counter()
         if self._last_batch_end is not None:
-            batch_size = len(batch["image"])
+            batch_size = batch_items(batch)
             rate = batch_size / max(now - self._last_batch_end, 1e-9)
             pl_module.log("train/samples_per_sec", rate, batch_size=batch_size)
         self._last_batch_end = now
