@@ -7,9 +7,9 @@ import torch
 
 from beit3_lightning.modeling.config import Beit3Config
 from beit3_lightning.modeling.heads import (
-    Beit3ForPretraining,
     Beit3ForCaptioning,
     Beit3ForImageClassification,
+    Beit3ForPretraining,
     Beit3ForRetrieval,
     Beit3ForVisualQuestionAnswering,
     Beit3ForVisualReasoning,

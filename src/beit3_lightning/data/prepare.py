@@ -174,6 +174,12 @@ def _add_visual_tokenizer(sub: argparse._SubParsersAction) -> None:
         help="cells a side each patch is average-pooled to; must divide the patch size (default 4: 48 features)",
     )
     child.add_argument(
+        "--center-images",
+        action="store_true",
+        help="subtract each image's median colour before pooling: codes describe what a patch shows relative to its "
+        "image, not the global shade (a flat background is one code whatever its brightness)",
+    )
+    child.add_argument(
         "--iterations",
         type=int,
         default=DEFAULT_ITERATIONS,
@@ -198,6 +204,7 @@ def _run_visual_tokenizer(args: argparse.Namespace) -> tuple[list[Path], str]:
         image_size=args.image_size,
         patch_size=args.patch_size,
         feature_grid=args.feature_grid,
+        center_images=args.center_images,
         iterations=args.iterations,
         seed=args.seed,
         max_patches=args.max_patches,

@@ -207,10 +207,12 @@ def fit_kmeans_tokenizer(
     max_patches: int = DEFAULT_MAX_PATCHES,
     progress: bool = True,
     max_images: int | None = None,
+    center_images: bool = False,
 ) -> KMeansTokenizer:
     """Fit a :class:`KMeansTokenizer` with ``codebook_size`` codes on ``images`` (see the module docstring).
 
     ``images``: a directory (searched recursively, see :func:`find_images`) or an iterable of PIL images / paths.
+    ``center_images``: subtract each image's median colour before pooling (see the tokenizer's module docstring).
     ``max_images``: use a seeded random subset of that many images. ``progress``: progress bars on stderr (when it
     is a terminal). The returned tokenizer's ``fit_summary`` holds :class:`FitSummary` as a dict (saved with it).
     """
@@ -245,7 +247,7 @@ def fit_kmeans_tokenizer(
         except (OSError, ValueError, Image.DecompressionBombError):
             skipped += 1
             continue
-        features = patch_features(pixels.unsqueeze(0), patch_size, feature_grid)[0]
+        features = patch_features(pixels.unsqueeze(0), patch_size, feature_grid, center_images)[0]
         if keep < patches_per_image:
             features = features[torch.randperm(patches_per_image, generator=generator)[:keep]]
         chunks.append(features)
@@ -280,5 +282,6 @@ def fit_kmeans_tokenizer(
         image_size=image_size,
         patch_size=patch_size,
         feature_grid=feature_grid,
+        center_images=center_images,
         fit_summary=asdict(summary),
     )

@@ -22,8 +22,8 @@ NUM_DOCUMENTS = 1200
 NUM_PAIRS = 600
 CAPTIONS_PER_DOCUMENT = 3
 _IMAGES_SEED, _TEXTS_SEED, _PAIRS_SEED = 707, 808, 909
-# Sample tokenizer: 48-px images, 16-px patches (the tiny model's grid), a codebook of 64 codes.
-SAMPLE_CODEBOOK_SIZE = 64
+# Sample tokenizer: 48-px images, 16-px patches (the tiny model's grid), a codebook of 32 codes.
+SAMPLE_CODEBOOK_SIZE = 32
 VISUAL_TOKENIZER_FILE = "visual_tokenizer.safetensors"
 
 
@@ -50,6 +50,11 @@ def generate_pretrain(root: Path) -> None:
     from ..visual_tokenizer import fit_kmeans_tokenizer  # torch: only when the sample is generated
 
     tokenizer = fit_kmeans_tokenizer(
-        root / "images", codebook_size=SAMPLE_CODEBOOK_SIZE, image_size=IMAGE_SIZE, patch_size=CELL, progress=False
+        root / "images",
+        codebook_size=SAMPLE_CODEBOOK_SIZE,
+        image_size=IMAGE_SIZE,
+        patch_size=CELL,
+        center_images=True,  # the background shade varies per scene: one code for "empty cell", not eleven
+        progress=False,
     )
     tokenizer.save(root / VISUAL_TOKENIZER_FILE)

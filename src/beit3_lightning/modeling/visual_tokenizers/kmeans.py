@@ -12,6 +12,11 @@ Feature of a patch (the definition the codebook was fitted with; :func:`patch_fe
    column) — 48 values with the default grid 4;
 3. standardised with the per-dimension ``feature_mean`` / ``feature_std`` measured on the fitting patches.
 
+With ``center_images`` each image's median colour (per channel) is subtracted first (step 0): codes then describe how a patch
+differs from its image (objects, edges, texture) rather than the global brightness or colour cast, so a flat
+background is one code whatever its shade. Masked image modelling on such codes asks "what is in this patch"
+instead of "which exact shade is the background".
+
 The code id is the index of the nearest row of ``codebook`` (K, F) in squared Euclidean distance, the first on a tie.
 A file is one small ``.safetensors`` (``codebook``, ``feature_mean``, ``feature_std``) with the configuration in its
 metadata; :meth:`KMeansTokenizer.save` / :meth:`KMeansTokenizer.load`.
@@ -34,7 +39,7 @@ __all__ = ["FILE_FORMAT", "KMeansTokenizer", "feature_dim", "nearest_centroid", 
 
 FILE_FORMAT = "beit3_lightning.kmeans_visual_tokenizer"
 FILE_FORMAT_VERSION = 1
-_CONFIG_FIELDS = ("image_size", "patch_size", "feature_grid", "codebook_size")
+_CONFIG_FIELDS = ("image_size", "patch_size", "feature_grid", "codebook_size", "center_images")
 # Rows per block of the (rows, K) distance matrix: about 64 MB of float32 whatever K is.
 _DISTANCE_BLOCK_ELEMENTS = 1 << 24
 
@@ -55,7 +60,7 @@ def check_geometry(image_size: int, patch_size: int, feature_grid: int) -> None:
         raise ValueError(f"feature grid {feature_grid} does not divide patch size {patch_size}")
 
 
-def patch_features(images: Tensor, patch_size: int, feature_grid: int) -> Tensor:
+def patch_features(images: Tensor, patch_size: int, feature_grid: int, center_images: bool = False) -> Tensor:
     """(B, 3, S, S) → (B, (S // patch_size) ** 2, 3 * feature_grid ** 2) raw (unstandardised) patch features.
 
     Patches row-major over the grid; within a patch, values in order (channel, cell row, cell column), each the mean
@@ -63,6 +68,9 @@ def patch_features(images: Tensor, patch_size: int, feature_grid: int) -> Tensor
     """
     batch, channels, height, width = images.shape
     grid = height // patch_size
+    if center_images:
+        # Each image's median colour removed (per channel): the dominant shade, robust to what stands on it.
+        images = images - images.flatten(2).median(dim=2).values[:, :, None, None]
     cells = F.avg_pool2d(images, kernel_size=patch_size // feature_grid)  # (B, 3, grid * g, grid * g)
     cells = cells.reshape(batch, channels, grid, feature_grid, grid, feature_grid)
     # (B, grid row, grid col, channel, cell row, cell col): patches row-major, features channel-first.
@@ -113,6 +121,7 @@ class KMeansTokenizer(nn.Module):
         image_size: int,
         patch_size: int,
         feature_grid: int = 4,
+        center_images: bool = False,
         fit_summary: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -131,6 +140,7 @@ class KMeansTokenizer(nn.Module):
         self.image_size = image_size
         self.patch_size = patch_size
         self.feature_grid = feature_grid
+        self.center_images = bool(center_images)
         self.codebook_size = int(codebook.shape[0])
         self.fit_summary = dict(fit_summary or {})
         self.register_buffer("codebook", codebook.detach().float().contiguous())
@@ -145,7 +155,7 @@ class KMeansTokenizer(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"codebook_size={self.codebook_size}, image_size={self.image_size}, patch_size={self.patch_size}, "
-            f"feature_grid={self.feature_grid}"
+            f"feature_grid={self.feature_grid}, center_images={self.center_images}"
         )
 
     def _check_images(self, images: Tensor) -> None:
@@ -162,7 +172,7 @@ class KMeansTokenizer(nn.Module):
     def standardized_features(self, images: Tensor) -> Tensor:
         """(B, 3, S, S) in [0, 1] → (B, N, F) standardised patch features (the space the codebook lives in)."""
         self._check_images(images)
-        raw = patch_features(images.to(self.codebook), self.patch_size, self.feature_grid)
+        raw = patch_features(images.to(self.codebook), self.patch_size, self.feature_grid, self.center_images)
         return (raw - self.feature_mean) / self.feature_std
 
     @torch.no_grad()
@@ -232,7 +242,8 @@ class KMeansTokenizer(nn.Module):
                 f"beit3_lightning reads version {FILE_FORMAT_VERSION}"
             )
         try:
-            config = {name: int(metadata[name]) for name in _CONFIG_FIELDS}
+            config = {name: int(metadata.get(name, 0) if name == "center_images" else metadata[name])
+                      for name in _CONFIG_FIELDS}  # fmt: skip
             summary = json.loads(metadata.get("fit_summary") or "{}")
             missing = {"codebook", "feature_mean", "feature_std"} - tensors.keys()
             if missing:
@@ -244,6 +255,7 @@ class KMeansTokenizer(nn.Module):
                 image_size=config["image_size"],
                 patch_size=config["patch_size"],
                 feature_grid=config["feature_grid"],
+                center_images=bool(config["center_images"]),
                 fit_summary=summary if isinstance(summary, dict) else {},
             )
             if tokenizer.codebook_size != config["codebook_size"]:
