@@ -101,9 +101,26 @@ def test_prepare_pretrain_cli_with_precomputed_visual_tokens(raw: Path, tmp_path
     image = torch.from_numpy(np.asarray(Image.open(raw / record["image_path"]).convert("RGB"), dtype=np.float32))
     expected = tokenizer.get_codebook_indices((image / 255).permute(2, 0, 1)[None])[0].tolist()
     assert record["visual_tokens"] == expected  # the sample images are 48 px: no resize in between
+    # Training reads the stored codes and, since they belong to the unaugmented image, does not crop or flip.
+    dm = PretrainDataModule(str(raw), img_size=48, batch_size=3, num_workers=0, visual_tokenizer=str(tmp_path /
+                            "vt.safetensors"))  # fmt: skip
+    dm.setup("fit")
+    train = dm.kind_dataset("images", "train")
+    assert train.transform.name == dm.kind_dataset("pairs", "train").transform.name == "vl-eval@48"
+    assert train[0]["visual_tokens"].tolist() == record["visual_tokens"]
     assert prepare_main(["pretrain", "--data-root", str(raw), "--tokenizer", "sample", "--visual-tokenizer",
                          str(tmp_path / "vt.safetensors"), "--img-size", "64"]) == 2  # fmt: skip
     assert "expects 48px images but --img-size is 64" in capsys.readouterr().err
+
+
+def test_without_precomputed_tokens_training_images_are_augmented(raw: Path, tmp_path: Path):
+    build_pretrain_index(raw, TOKENIZER)
+    tokenizer = fit_kmeans_tokenizer(raw / "images", codebook_size=4, image_size=48, patch_size=16, progress=False)
+    tokenizer.save(tmp_path / "vt.safetensors")
+    dm = PretrainDataModule(str(raw), img_size=48, batch_size=3, num_workers=0, visual_tokenizer=str(tmp_path /
+                            "vt.safetensors"))  # fmt: skip
+    assert dm.kind_dataset("images", "train").transform.name == "vl-train@48"
+    assert dm.kind_dataset("images", "val").transform.name == "vl-eval@48"
 
 
 def test_split_batch_size_follows_the_mix():
@@ -144,7 +161,7 @@ def test_datamodule_mixes_one_batch_per_kind_with_the_configured_masking(pretrai
         assert predicted.tolist() == [max(1, int(np.floor(n * prob + 0.5))) for n in real.tolist()]
     assert "mlm_labels" not in batch["images"] and "image" not in batch["texts"]
     # The smallest kind ends the epoch.
-    assert dm.codebook_size == 64 and dm.num_train_batches() == min(570 // 3, 1686 // 3)
+    assert dm.codebook_size == 32 and dm.num_train_batches() == min(570 // 3, 1686 // 3)
 
 
 def test_masks_are_reproducible_and_change_with_the_epoch(pretrain_root: Path):

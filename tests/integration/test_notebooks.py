@@ -17,11 +17,12 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 TIMEOUT_PER_CELL_S = 240
 
 
-def test_the_three_notebooks_exist():
+def test_the_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == [
         "01_quickstart.ipynb",
         "02_inference.ipynb",
         "03_embeddings_and_retrieval.ipynb",
+        "05_pretraining.ipynb",
     ]
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 from beit3_lightning.modeling.visual_tokenizers import KMeansTokenizer, VisualTokenizer, check_grid_matches
@@ -115,6 +117,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
             "patch_size": 8,
             "feature_grid": 2,
             "codebook_size": 16,
+            "center_images": 0,
         }
     )
     assert loaded.fit_summary == {"images": 3, "seed": 0}
@@ -148,3 +151,25 @@ def test_corrupt_or_foreign_files_are_one_line_errors(tmp_path: Path) -> None:
     assert_one_line_error(broken, r"broken k-means visual tokenizer file: codebook must be \(K, 48\)")
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         KMeansTokenizer.load(tmp_path / "missing.safetensors")
+
+
+def test_center_images_makes_codes_independent_of_the_background_shade(tmp_path):
+    from beit3_lightning.data.visual_tokenizer import fit_kmeans_tokenizer
+
+    def scene(shade: float, spot: tuple[int, int]) -> torch.Tensor:
+        image = torch.full((3, 32, 32), shade)
+        image[0, spot[0] * 16 : spot[0] * 16 + 16, spot[1] * 16 : spot[1] * 16 + 16] = 1.0  # one red-ish patch
+        return image
+
+    images = [scene(shade, spot) for shade in (0.2, 0.35, 0.5, 0.65, 0.8) for spot in ((0, 0), (1, 1))]
+    pil = [Image.fromarray((im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)) for im in images]
+    for center, expected_background_codes in ((True, 1), (False, 5)):
+        tokenizer = fit_kmeans_tokenizer(pil, codebook_size=8, image_size=32, patch_size=16, center_images=center,
+                                         progress=False)  # fmt: skip
+        tokenizer.save(tmp_path / f"{center}.safetensors")
+        loaded = KMeansTokenizer.load(tmp_path / f"{center}.safetensors")
+        assert loaded.center_images is center
+        codes = loaded.get_codebook_indices(torch.stack(images))  # (10, 4)
+        is_background = [[im[0, p // 2 * 16, p % 2 * 16] < 1 for p in range(4)] for im in images]
+        background = {int(c) for flags, row in zip(is_background, codes) for flag, c in zip(flags, row) if flag}
+        assert len(background) == expected_background_codes

@@ -42,7 +42,7 @@ def test_targets_are_the_tokenizer_codes_of_the_masked_patches(datamodule):
     out = task.kind_outputs("images", images)
     assert torch.equal(out["targets"]["mim"], codes[images["image_mask"]])
     # Pre-computed tokens in the batch win over the tokenizer.
-    fake = torch.randint(0, 64, codes.shape)
+    fake = torch.randint(0, 32, codes.shape)
     assert torch.equal(task.visual_targets({**images, "visual_tokens": fake}), fake)
 
 
@@ -81,12 +81,12 @@ def test_a_mixed_step_reaches_every_parameter_and_the_loss_falls(datamodule):
 
 
 def test_codebook_and_grid_must_match_the_tokenizer(datamodule):
-    with pytest.raises(ValueError, match="visual tokenizer has 64 codes but the model's MIM head predicts 128"):
+    with pytest.raises(ValueError, match="visual tokenizer has 32 codes but the model's MIM head predicts 128"):
         PretrainingTask(img_size=48, vocab_size=datamodule.tokenizer.vocab_size, codebook_size=128).attach_data(
             datamodule
         )
     with pytest.raises(ValueError, match="patch grid"):
-        PretrainingTask(img_size=64, vocab_size=datamodule.tokenizer.vocab_size, codebook_size=64).attach_data(
+        PretrainingTask(img_size=64, vocab_size=datamodule.tokenizer.vocab_size, codebook_size=32).attach_data(
             datamodule
         )
 
@@ -114,7 +114,27 @@ def test_continue_pretraining_from_an_official_layout_checkpoint(datamodule, tmp
     report = load_checkpoint(_task(datamodule).model, tmp_path / "beit3_tiny_patch16_48.pth", backbone_only=True)
     assert report.missing == [] and report.unexpected == []
     assert sorted(report.allowed_missing) == ["mim_head.bias", "mim_head.weight", "mlm_head.bias", "mlm_head.weight"]
-    continued = PretrainingTask(img_size=48, vocab_size=datamodule.tokenizer.vocab_size, codebook_size=64,
+    continued = PretrainingTask(img_size=48, vocab_size=datamodule.tokenizer.vocab_size, codebook_size=32,
                                 init_from=str(tmp_path / "beit3_tiny_patch16_48.pth"))  # fmt: skip
     for key, value in official.items():
         assert torch.equal(continued.model.state_dict()[key], value), key
+
+
+def test_heads_read_the_encoder_at_the_masked_positions(datamodule):
+    task, batch = _task(datamodule), _batch(datamodule)
+    pairs = batch["pairs"]
+    text_mask = pairs["mlm_labels"] != IGNORE_INDEX
+    task.model.eval()
+    logits = task.model(pairs["image"], pairs["image_mask"], pairs["language_tokens"], pairs["padding_mask"], text_mask)
+    encoded = task.model.beit3(
+        textual_tokens=pairs["language_tokens"], visual_tokens=pairs["image"],
+        text_padding_position=pairs["padding_mask"], vision_masked_position=pairs["image_mask"],
+    )["encoder_out"]  # fmt: skip
+    patches, text = encoded[:, 1:10], encoded[:, 10:]  # 48 px / 16 = 9 patches after the CLS token
+    torch.testing.assert_close(logits["mim"], task.model.mim_head(patches[pairs["image_mask"]]))
+    torch.testing.assert_close(logits["mlm"], task.model.mlm_head(text[text_mask]))
+    # Masked patches enter as the mask token: the unmasked input gives other encodings.
+    plain = task.model.beit3(visual_tokens=pairs["image"])["encoder_out"][:, 1:10]
+    assert not torch.allclose(plain[pairs["image_mask"]], task.model.beit3(
+        visual_tokens=pairs["image"], vision_masked_position=pairs["image_mask"])["encoder_out"][:, 1:10][
+        pairs["image_mask"]])  # fmt: skip

@@ -115,14 +115,8 @@ class PretrainDataModule(Beit3DataModule):
 
     # -- datasets ---------------------------------------------------------------------------------------------------
     def transform(self, is_train: bool) -> ImageTransform:
-        """Random resized crop (scale 0.5-1) + flip for training, squash resize for evaluation; mean = std = 0.5.
-        Pre-computed visual tokens belong to the un-augmented image, so with them training uses the eval resize."""
-        augment = is_train and not self._index_has_visual_tokens()
-        return build_vl_transform(augment, self.img_size, interpolation=self.interpolation)
-
-    def _index_has_visual_tokens(self) -> bool:
-        datasets = [d for key, d in self.datasets.items() if not key.startswith("texts.")]
-        return any(d.records and "visual_tokens" in d.records[0] for d in datasets)
+        """Random resized crop (scale 0.5-1) + flip for training, squash resize for evaluation; mean = std = 0.5."""
+        return build_vl_transform(is_train, self.img_size, interpolation=self.interpolation)
 
     def kind_dataset(self, kind: str, split: str):
         """The dataset of one kind and split (built once and cached as ``"<kind>.<split>"``)."""
@@ -133,7 +127,7 @@ class PretrainDataModule(Beit3DataModule):
             dataset = DATASET_OF_KIND[kind](
                 root=self.root,
                 split=split,
-                transform=build_vl_transform(False, self.img_size, interpolation=self.interpolation),
+                transform=self.transform(is_train=False),
                 max_text_len=self.max_text_len,
                 index_dir=self.index_dir,
                 skip_bad_samples=self.skip_bad_samples,
@@ -146,7 +140,9 @@ class PretrainDataModule(Beit3DataModule):
                 replace_probs=self.replace_probs,
             )
             self.datasets[key] = dataset
-            if split == "train":  # the index is read now: choose the augmentation knowing about visual tokens
+            # Pre-computed visual tokens belong to the unaugmented image: such an index trains without crop / flip.
+            precomputed = bool(dataset.records) and "visual_tokens" in dataset.records[0]
+            if split == "train" and not precomputed:
                 dataset.transform = self.transform(is_train=True)
         return self.datasets[key]
 

@@ -49,7 +49,8 @@ def image_panel(batch: dict[str, Any], out: dict[str, Any], items: int) -> list[
 def text_panel(
     batch: dict[str, Any], out: dict[str, Any], decode: Callable[[torch.Tensor], str], items: int
 ) -> list[str]:
-    """Per item markdown: the masked input, the model's words at the masked positions and the true ones."""
+    """Per item two lines: the masked input (masked words left out) and ``true -> predicted`` at each masked
+    position (markdown line break between them, plain text otherwise)."""
     labels = batch["mlm_labels"].cpu()
     mask = labels != IGNORE_INDEX
     texts = []
@@ -57,10 +58,12 @@ def text_panel(
         rows = _rows_of_item(mask, item)
         positions = torch.nonzero(mask[item]).flatten().tolist()
         predicted = out["predictions"]["mlm"][rows].cpu().tolist()
-        words = [
-            f"{decode(torch.tensor([labels[item, p]])) or '?'} → **{decode(torch.tensor([q])) or '?'}**"
-            for p, q in zip(positions, predicted)
-        ]
+        pairs = [f"{_word(decode, labels[item, p].item())} -> {_word(decode, q)}" for p, q in zip(positions, predicted)]
         masked_input = decode(batch["language_tokens"][item].cpu())
-        texts.append(f"**input (masked words removed):** {masked_input}  \n**true → predicted:** " + ", ".join(words))
+        texts.append(f"masked input: {masked_input}  \ntrue -> predicted: " + ", ".join(pairs))
     return texts
+
+
+def _word(decode: Callable[[torch.Tensor], str], token: int) -> str:
+    """One token as text (a word piece; ``?`` for a special token, which decodes to nothing)."""
+    return decode(torch.tensor([token])).strip() or "?"

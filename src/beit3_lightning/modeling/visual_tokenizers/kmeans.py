@@ -12,9 +12,9 @@ Feature of a patch (the definition the codebook was fitted with; :func:`patch_fe
    column) — 48 values with the default grid 4;
 3. standardised with the per-dimension ``feature_mean`` / ``feature_std`` measured on the fitting patches.
 
-With ``center_images`` each image's median colour (per channel) is subtracted first (step 0): codes then describe how a patch
-differs from its image (objects, edges, texture) rather than the global brightness or colour cast, so a flat
-background is one code whatever its shade. Masked image modelling on such codes asks "what is in this patch"
+With ``center_images`` each image's median colour (per channel) is subtracted first (step 0): codes then describe
+how a patch differs from its image (objects, edges, texture) rather than the global brightness or colour cast, so a
+flat background is one code whatever its shade. Masked image modelling on such codes asks "what is in this patch"
 instead of "which exact shade is the background".
 
 The code id is the index of the nearest row of ``codebook`` (K, F) in squared Euclidean distance, the first on a tie.
