@@ -59,7 +59,10 @@ def test_index_builder_writes_every_kind_with_a_val_split(raw: Path):
     assert {r["image_path"] for r in images} == {f"images/sub{i % 2}/{i:03d}.png" for i in range(20)}
     texts = _read(raw / "pretrain.texts.train.jsonl") + _read(raw / "pretrain.texts.val.jsonl")
     long_ids = TOKENIZER.encode_ids(" ".join(f"word{i} is a red circle" for i in range(40)))
-    expected = [TOKENIZER.encode_ids("a red circle on the left"), *chunk_tokens(long_ids, 20)]
+    chunks = chunk_tokens(long_ids, 20)
+    assert [len(c) for c in chunks[:-1]] == [20] * (len(chunks) - 1) and 0 < len(chunks[-1]) <= 20
+    assert sum(chunks, []) == long_ids  # consecutive, nothing lost
+    expected = [TOKENIZER.encode_ids("a red circle on the left"), *chunks]
     expected.append(TOKENIZER.encode_ids("two blue squares"))
     assert sorted(map(tuple, (r["text_segment"] for r in texts))) == sorted(map(tuple, expected))
     assert all(len(r["text_segment"]) <= 20 for r in texts)

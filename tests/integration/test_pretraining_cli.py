@@ -72,8 +72,7 @@ def test_sample_pretraining_learns_and_logs_every_kind(pretrain_root: Path, tmp_
     metrics = tmp_path / "metrics.json"
     args = pretrain_args(pretrain_root, tmp_path, "--trainer.max_epochs", "4", "--data.init_args.batch_size", "24",
                          "--trainer.limit_train_batches", "10", "--trainer.limit_val_batches", "1.0")  # fmt: skip
-    main(["validate", *pretrain_args(pretrain_root, tmp_path / "before"), callback_arg(SaveEvalMetrics,
-                                                                                       path=str(metrics))])  # fmt: skip
+    main(["validate", *args, callback_arg(SaveEvalMetrics, path=str(metrics))])  # the untrained model
     before = json.loads(metrics.read_text())
     main(["fit", *args])
     main(["validate", *args, "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt"),
@@ -82,7 +81,8 @@ def test_sample_pretraining_learns_and_logs_every_kind(pretrain_root: Path, tmp_
     for kind in ("images", "texts", "pairs"):
         assert after[f"val/{kind}_loss"] < before[f"val/{kind}_loss"] - 0.5, kind
     assert after["val/texts_mlm_acc"] > before["val/texts_mlm_acc"] + 10
-    assert after["val/images_mim_acc"] > before["val/images_mim_acc"]
+    # Masked patches of the sample are mostly empty cells (one code): the model learns that first.
+    assert after["val/images_mim_acc"] > before["val/images_mim_acc"] + 20
     assert set(after) >= {"val/loss", "val/pairs_mlm_acc", "val/pairs_mim_acc"}
     events = list((tmp_path / "lightning_logs").rglob("events.out.tfevents*"))
     assert events and any(b"pretrain_images/00_masked_patches" in e.read_bytes() for e in events)

@@ -138,3 +138,26 @@ def test_heads_read_the_encoder_at_the_masked_positions(datamodule):
     assert not torch.allclose(plain[pairs["image_mask"]], task.model.beit3(
         visual_tokens=pairs["image"], vision_masked_position=pairs["image_mask"])["encoder_out"][:, 1:10][
         pairs["image_mask"]])  # fmt: skip
+
+
+def test_panels_colour_each_masked_patch_by_its_own_prediction():
+    from beit3_lightning.tasks.pretraining_panels import CORRECT, WRONG, image_panel, text_panel
+
+    mask = torch.tensor([[True, False, False, True], [False, True, True, False]])  # 2x2 grids of 16-px patches
+    batch = {"image": torch.zeros(2, 3, 32, 32), "image_mask": mask}
+    out = {"predictions": {"mim": torch.tensor([1, 2, 3, 9])}, "targets": {"mim": torch.tensor([1, 2, 3, 4])}}
+    first, second = image_panel(batch, out, items=2)
+    assert first.shape == (3, 32, 64)
+    right_half = lambda picture, row, col: picture[:, row * 16 + 8, 32 + col * 16 + 8]  # noqa: E731
+    assert torch.allclose(right_half(first, 0, 0), CORRECT) and torch.allclose(right_half(first, 1, 1), CORRECT)
+    assert torch.allclose(right_half(second, 0, 1), CORRECT) and torch.allclose(right_half(second, 1, 0), WRONG)
+    assert torch.allclose(right_half(second, 0, 0), torch.full((3,), 0.25))  # unmasked: the image, dimmed
+    assert torch.allclose(first[:, 8, 8], torch.full((3,), 0.5 * 0.35))  # masked patch shaded on the left
+
+    labels = torch.tensor([[-100, 5, -100, 6], [-100, -100, 7, -100]])
+    text_batch = {"mlm_labels": labels, "language_tokens": torch.tensor([[0, 4, 9, 4], [0, 8, 4, 2]])}
+    text_out = {"predictions": {"mlm": torch.tensor([5, 1, 3])}}
+    decode = lambda ids: " ".join(f"w{i}" for i in ids.tolist())  # noqa: E731
+    lines = text_panel(text_batch, text_out, decode, items=2)
+    assert lines[0].endswith("true -> predicted: w5 -> w5, w6 -> w1")
+    assert lines[1].endswith("true -> predicted: w7 -> w3")
