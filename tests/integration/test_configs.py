@@ -86,7 +86,7 @@ def parser(sample_root):
 
 
 def test_every_official_recipe_has_a_config():
-    recipes = [p for p in CONFIGS.glob("*/*.yaml") if p.parent.name not in ("sample", "trainer")]
+    recipes = [p for p in CONFIGS.glob("*/*.yaml") if p.parent.name not in ("sample", "trainer", "pretrain")]
     found = {f"{p.parent.name}/{p.stem}" for p in recipes}
     assert found == set(OFFICIAL)
 
@@ -196,3 +196,22 @@ def test_unknown_key_in_a_config_is_rejected(parser, tmp_path):
     bad.write_text(text)
     with pytest.raises(Exception, match="layer_decya"):
         parser.parse_args(["--config", str(bad)])
+
+
+@pytest.mark.parametrize("size", ["base", "large"])
+def test_pretraining_recipe_has_the_papers_settings(parser, size):
+    from beit3_lightning.data.pretraining_datamodule import split_batch_size
+
+    cfg = parser.parse_args(["--config", str(CONFIGS / "pretrain" / f"{size}_224.yaml")])
+    trainer, model, data = cfg.trainer, cfg.model.init_args, cfg.data.init_args
+    assert cfg.model.class_path.endswith("PretrainingTask")
+    assert cfg.data.class_path.endswith("PretrainDataModule")
+    # 6144 a step = 2048 images + 2048 texts + 2048 pairs, over devices x nodes x per-device batch x accumulation.
+    assert data.batch_size * trainer.devices * trainer.num_nodes * trainer.accumulate_grad_batches == 6144
+    assert split_batch_size(data.batch_size, data.mix) == {"images": 32, "texts": 32, "pairs": 32}
+    assert (trainer.max_steps, trainer.precision, cfg.seed_everything) == (1_000_000, "bf16-mixed", 42)
+    assert (model.lr, model.warmup_steps, model.weight_decay, model.drop_path) == (1e-3, 10_000, 0.05, 0.1)
+    assert (tuple(model.betas), model.eps, model.layer_decay) == ((0.9, 0.98), 1e-6, 1.0)
+    assert (data.text_mask_prob, data.pair_text_mask_prob, data.image_mask_ratio) == (0.15, 0.5, 0.4)
+    assert (data.min_mask_block, data.img_size, model.model) == (16, 224, size)
+    assert data.visual_tokenizer == "vqkd_encoder_base_decoder_3x768x12_clip-d5036aa7.pth"
