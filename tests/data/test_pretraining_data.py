@@ -70,6 +70,17 @@ def test_index_builder_writes_every_kind_with_a_val_split(raw: Path):
     assert len(pairs) == 20 and all(set(r) == {"image_path", "text_segment"} for r in pairs)
 
 
+def test_pairs_of_one_image_stay_in_one_split(raw: Path):
+    # Three captions per picture: a validation picture must not be trained on with its other captions.
+    pairs = [{"image_path": f"pair_images/{i:03d}.jpg", "text": f"caption {k} of picture {i}"}
+             for i in range(20) for k in range(3)]  # fmt: skip
+    (raw / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+    build_pretrain_index(raw, TOKENIZER, val_fraction=0.1)
+    train = {r["image_path"] for r in _read(raw / "pretrain.pairs.train.jsonl")}
+    val = [r["image_path"] for r in _read(raw / "pretrain.pairs.val.jsonl")]
+    assert len(val) == 6 and len(set(val)) == 2 and not train & set(val)
+
+
 def test_val_split_is_seeded(raw: Path, tmp_path: Path):
     build_pretrain_index(raw, TOKENIZER, index_dir=tmp_path / "a", seed=1)
     build_pretrain_index(raw, TOKENIZER, index_dir=tmp_path / "b", seed=1)

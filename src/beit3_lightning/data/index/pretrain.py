@@ -8,10 +8,11 @@ Raw layout under ``--data-root`` (each part optional, at least one present):
 * ``pairs.jsonl``: ``{"image_path": <path under the root>, "text": <caption>}`` per line (``image`` / ``caption``
   are accepted too), for masked modelling of image-text pairs.
 
-A seeded random ``val_fraction`` of each kind (at least one record when there are two or more) is held out as the
-``val`` split. With a visual tokenizer, every image's code ids (at the model resolution, resized without
-augmentation) are added as ``visual_tokens``, so training does not run the tokenizer; such runs train without
-crop / flip augmentation (the codes belong to the unaugmented image).
+A seeded random ``val_fraction`` of each kind (at least one record when there are two or more; pairs are held out by
+image, so all captions of a validation picture are in ``val``) is held out as the ``val`` split. With a visual
+tokenizer, every image's code ids (at the model resolution, resized without augmentation) are added as
+``visual_tokens``, so training does not run the tokenizer; such runs train without crop / flip augmentation (the
+codes belong to the unaugmented image).
 """
 
 from __future__ import annotations
@@ -101,13 +102,19 @@ def _pair_records(root: Path, path: Path, tokenizer: TextEncoder, max_tokens: in
 
 
 def _split(records: list[dict[str, Any]], val_fraction: float, rng: random.Random) -> tuple[list, list]:
-    """(train, val): a seeded random ``val_fraction`` held out (>= 1 record when there are >= 2)."""
-    if len(records) < 2 or val_fraction <= 0:
+    """(train, val): a seeded random ``val_fraction`` held out (>= 1 group when there are >= 2).
+
+    Records that share an image (several captions of one picture) form one group and stay on one side, so the
+    validation images are never trained on."""
+    groups: dict[Any, list[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault(record.get("image_path", i), []).append(i)
+    if len(groups) < 2 or val_fraction <= 0:
         return records, []
-    order = list(range(len(records)))
-    rng.shuffle(order)
-    num_val = max(1, round(val_fraction * len(records)))
-    held = set(order[:num_val])
+    keys = list(groups)
+    rng.shuffle(keys)
+    num_val = max(1, round(val_fraction * len(keys)))
+    held = {i for key in keys[:num_val] for i in groups[key]}
     return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
 
 

@@ -19,7 +19,8 @@ from .texts import captions
 
 NUM_IMAGES = 600
 NUM_DOCUMENTS = 1200
-NUM_PAIRS = 600
+NUM_PAIR_IMAGES = 600
+CAPTIONS_PER_PAIR_IMAGE = 5  # like COCO: one pair per caption
 CAPTIONS_PER_DOCUMENT = 3
 _IMAGES_SEED, _TEXTS_SEED, _PAIRS_SEED = 707, 808, 909
 # Sample tokenizer: 48-px images, 16-px patches (the tiny model's grid), a codebook of 32 codes.
@@ -40,11 +41,11 @@ def generate_pretrain(root: Path) -> None:
 
     rng = random.Random(_PAIRS_SEED)
     pairs = []
-    for index in range(NUM_PAIRS):
+    for index in range(NUM_PAIR_IMAGES):
         scene = random_scene(rng)
         path = f"pair_images/{index:05d}.jpg"
         save_image(scene.render(), root / path)
-        pairs.append({"image_path": path, "text": captions(scene, rng, 1)[0]})
+        pairs += [{"image_path": path, "text": text} for text in captions(scene, rng, CAPTIONS_PER_PAIR_IMAGE)]
     (root / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
 
     from ..visual_tokenizer import fit_kmeans_tokenizer  # torch: only when the sample is generated
