@@ -1,17 +1,19 @@
 """Does pretraining help? Fine-tune from the sample-pretrained tiny model and from scratch, same recipe and budget.
 
     python benchmarks/pretraining_helps.py                      # pretrain (configs/sample/pretrain.yaml), then all
+    python benchmarks/pretraining_helps.py --seeds 42 7 1 2 3   # more fine-tuning seeds per arm
     python benchmarks/pretraining_helps.py --tasks vqav2 heldout_vqa --pretrained outputs/bench/pretrain/.../last.ckpt
 
 1. Pretrains the tiny model on the sample's pretraining data (unlabeled scene images, caption texts, image-caption
    pairs; other scenes than the fine-tuning samples) with ``configs/sample/pretrain.yaml``.
-2. Fine-tunes each task twice with its sample config, changing nothing but ``--model.init_args.init_from``:
+2. Fine-tunes each task with its sample config from scratch and from the pretrained model, once per seed, changing
+   nothing else than ``--model.init_args.init_from``:
    ``vqav2``, ``coco_retrieval``, ``nlvr2`` on the sample, and ``heldout_vqa``: a second VQAv2-format dataset from
    another scene generator (``benchmarks/heldout_vqa.py``: other shapes, colours, backgrounds, image size and
    question templates), which neither the pretraining data nor any recipe was tuned on.
-3. Prints one row per task: the key metric from scratch, from the pretrained model, and the baseline a model gets
-   without looking (VQA: the question-type prior of the held-out set, the majority answer on the sample; retrieval:
-   random ranking; NLVR2: the majority label).
+3. Prints one row per task: the key metric (mean ± std over the seeds) from scratch, from the pretrained model, and
+   the baseline a model gets without looking (VQA: the question-type prior of the held-out set, the majority answer
+   on the sample; retrieval: random ranking; NLVR2: the majority label).
 """
 
 from __future__ import annotations
@@ -56,11 +58,13 @@ def pretrain(epochs: int) -> Path:
     return out / "checkpoints" / "last.ckpt"
 
 
-def finetune(task: str, init_from: Path | None, tag: str) -> tuple[float, float]:
-    """(fit seconds, key metric) of one fine-tuning run; VQA is scored on its validation split (no test answers)."""
+def finetune(task: str, init_from: Path | None, tag: str, seed: int) -> tuple[float, float]:
+    """(fit seconds, key metric) of one fine-tuning run; VQA is scored on its validation split (no test answers).
+    ``seed`` sets ``seed_everything``: the head's (and, from scratch, the backbone's) random init and the data order."""
     config_task = "vqav2" if task == "heldout_vqa" else task
-    out = OUT / f"{task}_{tag}"
-    common = ["--config", f"configs/sample/{config_task}.yaml", "--trainer.default_root_dir", str(out)]
+    out = OUT / f"{task}_{tag}_seed{seed}"
+    common = ["--config", f"configs/sample/{config_task}.yaml", "--trainer.default_root_dir", str(out),
+              "--seed_everything", str(seed)]  # fmt: skip
     if task == "heldout_vqa":
         common += ["--data.init_args.root", str(HELDOUT_ROOT), "--data.init_args.generate_sample", "false",
                    "--data.init_args.img_size", str(HELDOUT_IMAGE_SIZE)]  # fmt: skip
@@ -84,8 +88,13 @@ def baseline(task: str) -> tuple[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    parser.add_argument("--pretrain-epochs", type=int, default=8)
+    parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--pretrained", type=Path, default=None, help="skip pretraining, use this checkpoint")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[42, 7, 1],
+        help="fine-tuning seeds (each arm runs once per seed; on the sample one init alone moves a metric by up to "
+        "20 points, so compare means over several seeds)",
+    )  # fmt: skip
     args = parser.parse_args()
     if "heldout_vqa" in args.tasks and not (HELDOUT_ROOT / "vqa.rest_val.jsonl").exists():
         heldout_vqa.generate_heldout_vqav2(HELDOUT_ROOT)
@@ -93,14 +102,20 @@ def main() -> None:
     start = time.perf_counter()
     checkpoint = args.pretrained or pretrain(args.pretrain_epochs)
     print(f"pretrained checkpoint: {checkpoint} ({time.perf_counter() - start:.0f} s)", flush=True)
-    print(f"{'task':15} {'metric':>14} {'scratch':>8} {'pretrained':>10} {'baseline':>8}  (baseline kind; fit s)")
+    print(f"{'task':15} {'metric':>14} {'scratch':>15} {'pretrained':>15} {'baseline':>8}  (baseline kind; seeds)")
     for task in args.tasks:
-        scratch_s, scratch = finetune(task, None, "scratch")
-        pre_s, pre = finetune(task, checkpoint, "pretrained")
+        scratch = [finetune(task, None, "scratch", seed)[1] for seed in args.seeds]
+        pre = [finetune(task, checkpoint, "pretrained", seed)[1] for seed in args.seeds]
         kind, base = baseline(task)
         key = KEY["vqav2" if task == "heldout_vqa" else task]
-        print(f"{task:15} {key:>14} {scratch:8.2f} {pre:10.2f} {base:8.2f}  ({kind}; {scratch_s:.0f} / {pre_s:.0f})",
-              flush=True)  # fmt: skip
+        print(f"{task:15} {key:>14} {mean_std(scratch):>15} {mean_std(pre):>15} {base:8.2f}  ({kind}; "
+              f"scratch {scratch}, pretrained {pre})", flush=True)  # fmt: skip
+
+
+def mean_std(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+    return f"{mean:.2f} ± {std:.2f}"
 
 
 if __name__ == "__main__":
