@@ -13,16 +13,16 @@ import torch
 
 from beit3_lightning.cli import main
 from tests.integration.test_training_reliability import (
+    CONFIGS,
+    STEPS_PER_EPOCH,
     RaiseAfterSteps,
     SaveEvalMetrics,
     assert_same_weights,
     callback_arg,
     load,
+    sample_args,
     step_checkpoint_arg,
 )
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "sample"
-STEPS_PER_EPOCH = 6
 
 
 class RecordKindIds(L.Callback):
@@ -44,21 +44,8 @@ def record_kind_ids_arg(path: Path) -> str:
 
 
 def pretrain_args(root: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--config", str(CONFIGS / "pretrain.yaml"),
-        "--data.init_args.root", str(root),
-        "--data.init_args.num_workers", "0",
-        "--data.init_args.batch_size", "6",
-        "--data.init_args.max_text_len", "24",
-        "--trainer.max_epochs", "2",
-        "--trainer.limit_train_batches", str(STEPS_PER_EPOCH),
-        "--trainer.limit_val_batches", "2",
-        "--trainer.num_sanity_val_steps", "0",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(out),
-        *extra,
-    ]  # fmt: skip
+    """The shortened sample run of the reliability tests, at the sample visual tokenizer's 48 px."""
+    return sample_args("pretrain.yaml", root, out, "--data.init_args.img_size", "48", *extra)
 
 
 @pytest.fixture(autouse=True)

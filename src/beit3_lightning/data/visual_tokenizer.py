@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from ..modeling.visual_tokenizers.kmeans import KMeansTokenizer, check_geometry, nearest_centroid, patch_features
 from .images import to_rgb_image
+from .index.pretrain import find_images as find_image_files
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -44,6 +45,7 @@ __all__ = [
     "load_fitting_image",
 ]
 
+# The formats a tokenizer is fitted on (a subset of the index builders' IMAGE_EXTENSIONS, whose walker finds them).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 DEFAULT_ITERATIONS = 30
 DEFAULT_MAX_PATCHES = 100_000
@@ -61,10 +63,10 @@ def find_images(directory: str | os.PathLike[str]) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"image directory not found: {directory}")
-    found = [path for path in directory.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()]
+    found = [path for path in find_image_files(directory) if path.suffix.lower() in IMAGE_SUFFIXES]
     if not found:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}, any case) found under {directory}")
-    return sorted(found, key=lambda path: path.relative_to(directory).as_posix())
+    return found
 
 
 def load_fitting_image(source: ImageSource, image_size: int) -> Tensor:

@@ -45,15 +45,17 @@ RAW_LAYOUT = (
 )
 
 
-def find_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively, extensions compared case-insensitively), sorted."""
+def find_images(folder: PathArg) -> list[Path]:
+    """Image files under ``folder`` (recursively, following links; extensions of :data:`IMAGE_EXTENSIONS` in any
+    case), sorted by relative path so the order does not depend on the filesystem."""
+    folder = Path(folder)
     found = [
         Path(dirpath) / name
         for dirpath, _, names in os.walk(folder, followlinks=True)
         for name in names
         if name.lower().endswith(IMAGE_EXTENSIONS)
     ]
-    return sorted(found)
+    return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
 
 
 def chunk_tokens(ids: list[int], size: int) -> list[list[int]]:
