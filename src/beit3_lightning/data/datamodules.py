@@ -38,6 +38,8 @@ from beit3_lightning.data.datasets import (
     load_answer2label,
 )
 from beit3_lightning.data.index.common import read_json_lines
+from beit3_lightning.data.shards.format import ShardFormatError, read_manifest
+from beit3_lightning.data.shards.stream import DEFAULT_SHUFFLE_BUFFER, ShardStream, StreamingLoader
 from beit3_lightning.data.tokenizer import Beit3Tokenizer
 from beit3_lightning.data.transforms import ImageTransform, build_transform
 from beit3_lightning.task_table import datasets_of_head
@@ -148,6 +150,12 @@ class Beit3DataModule(L.LightningDataModule):
             if it is not there yet, so the sample configs run on a fresh clone.
         index_dir: directory of the ``*.jsonl`` index files (default: ``root``).
         interpolation: resize filter (``bicubic`` as the reference's ``--train_interpolation``).
+        shards: train from this shard set (a directory or URL written by ``beit3 prepare shards --from index``)
+            instead of the JSONL train index: streamed, each rank and worker reading its own shards, memory per
+            worker independent of the dataset size, exact mid-epoch resume. Validation and test keep reading the
+            JSONL indexes under ``root`` (they are small and evaluation needs every record in order).
+        shuffle_buffer: with ``shards``, samples each worker holds to shuffle within a shard (the shard order is
+            shuffled every epoch as well).
     """
 
     task: ClassVar[str]
@@ -170,6 +178,8 @@ class Beit3DataModule(L.LightningDataModule):
         index_dir: str | None = None,
         interpolation: Literal["bicubic", "bilinear", "nearest", "area", "lanczos"] = "bicubic",
         max_skip_fraction: float = 0.05,
+        shards: str | None = None,
+        shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     ) -> None:
         super().__init__()
         if not 0.0 <= max_skip_fraction <= 1.0:
@@ -199,6 +209,9 @@ class Beit3DataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.generate_sample = generate_sample
         self.interpolation = interpolation
+        self.shards = str(shards) if shards is not None else None
+        self.shuffle_buffer = shuffle_buffer
+        self._streams: dict[str, ShardStream] = {}
         self.datasets: dict[str, Beit3Dataset] = {}
         self._tokenizer: Beit3Tokenizer | None = None
         self._sample_ready = False
@@ -206,9 +219,9 @@ class Beit3DataModule(L.LightningDataModule):
     def _absolute_paths_in_hparams(self) -> None:
         """Store the data paths as absolute paths in the hyper-parameters that checkpoints keep: ``load_model`` and
         later runs read the tokenizer and the answer vocabulary from another working directory."""
-        for key in ("root", "index_dir", "coco_root", "tokenizer"):
+        for key in ("root", "index_dir", "coco_root", "tokenizer", "shards"):
             value = self.hparams.get(key)
-            if value is None or (key == "tokenizer" and not os.path.exists(value)):  # "sample" is a name, not a path
+            if value is None or (key in ("tokenizer", "shards") and not os.path.exists(value)):  # names, URLs
                 continue
             self.hparams[key] = os.path.abspath(value)
 
@@ -312,6 +325,9 @@ class Beit3DataModule(L.LightningDataModule):
             None: ["train", "val", self.test_split],
         }
         for split in stage_splits.get(stage, []):
+            if split == "train" and self.shards is not None:
+                self.train_stream()
+                continue
             self.dataset(split)
 
     # -- loaders -------------------------------------------------------------------------------------------------
@@ -334,7 +350,50 @@ class Beit3DataModule(L.LightningDataModule):
             self.datasets["train"].set_epoch(epoch)
 
     def train_dataloader(self) -> DataLoader:
+        if self.shards is not None:
+            return self.streaming_train_loader(self.train_stream())
         return self.resumable_train_loader(self.dataset("train"), self.batch_size)
+
+    # -- streamed training data (shards) -------------------------------------------------------------------------
+    def stream_of(self, key: str, location: str, item_dataset: Beit3Dataset, content: str, batch_size: int):
+        """The training stream over the shard set ``location`` (built once per ``key``); its manifest must hold
+        ``content``."""
+        if key not in self._streams:
+            manifest = read_manifest(location)
+            if manifest.content != content:
+                raise ShardFormatError(
+                    f"shard set {location} holds {manifest.content!r} samples, this DataModule needs {content!r}; "
+                    f"convert them with `beit3 prepare shards --from index --dataset {content} ...`"
+                )
+            trainer = getattr(self, "trainer", None)
+            world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            self._streams[key] = ShardStream(
+                location, item_dataset, rank=rank, world_size=world_size, batch_size=batch_size,
+                shuffle_buffer=self.shuffle_buffer, seed=self.seed, manifest=manifest,
+            )  # fmt: skip
+        return self._streams[key]
+
+    def train_stream(self) -> ShardStream:
+        """The training split streamed from ``shards``."""
+        if "train" not in self._streams:
+            item_dataset = self.dataset_class(**{**self.dataset_kwargs("train"), "records": []})
+            self.datasets["train"] = item_dataset  # its skip / served counters feed the run's summary
+        return self.stream_of("train", self.shards, self.datasets["train"], self.task, self.batch_size)
+
+    def streaming_train_loader(self, stream: ShardStream) -> StreamingLoader:
+        """Train loader over a shard stream whose mid-epoch position is saved in checkpoints."""
+        trainer = getattr(self, "trainer", None)
+        loader = StreamingLoader(
+            stream,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            worker_init_fn=seed_worker if self.num_workers > 0 else None,
+        )
+        loader.progress = self._batches_trained_this_epoch
+        if trainer is not None:
+            loader.epoch_fn = lambda: trainer.fit_loop.epoch_progress.current.processed
+        return loader
 
     def resumable_train_loader(self, dataset: Beit3Dataset, batch_size: int) -> ResumableDataLoader:
         """Shuffled, ``drop_last`` train loader over ``dataset`` whose mid-epoch position is saved in checkpoints."""
@@ -354,6 +413,10 @@ class Beit3DataModule(L.LightningDataModule):
 
     def num_train_batches(self) -> int:
         """Training batches per epoch on this process (``drop_last``), without building the loader."""
+        if self.shards is not None:
+            stream = self.train_stream()
+            stream.num_workers = self.num_workers
+            return sum(stream.worker_batches())
         trainer = getattr(self, "trainer", None)
         world_size = trainer.world_size if trainer is not None else 1
         return math.ceil(len(self.dataset("train")) / world_size) // self.batch_size
@@ -391,7 +454,7 @@ class ImageNetDataModule(Beit3DataModule):
         """Number of classes = largest label in the train index (or val index without one) + 1."""
         self.prepare_data()
         for split in ("train", "val"):
-            if split in self.datasets:
+            if split in self.datasets and not (split == "train" and self.shards is not None):  # streamed: no records
                 return self.datasets[split].num_classes
         for name in ImageNetDataset.split_files["train"] + ImageNetDataset.split_files["val"]:
             path = os.path.join(self.index_dir, name)

@@ -14,6 +14,7 @@ masking.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -175,6 +176,7 @@ class Beit3Dataset(Dataset):
         seed: int = 0,
         vocab_size: int | None = None,
         skip_log: str | None = None,
+        records: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         if split not in self.split_files:
@@ -189,9 +191,13 @@ class Beit3Dataset(Dataset):
         self.seed = seed % (1 << 63)
         self.vocab_size = vocab_size
         self.epoch = 0
-        self.index_paths = [os.path.join(self.index_dir, name) for name in self.split_files[split]]
-        self.records: list[dict[str, Any]] = []
-        self._sources: list[tuple[int, int]] = []  # (index file number, line number) per record
+        # A streamed dataset (records=[]) builds items from records handed over one at a time (item_from_record).
+        names = self.split_files[split] if records is None else []
+        self.index_paths = [os.path.join(self.index_dir, name) for name in names]
+        self.records: list[dict[str, Any]] | dict[int, dict[str, Any]] = list(records or [])
+        self._sources: list[tuple[int, int]] | dict[int, str] = []  # (index file number, line number) per record
+        self._image_bytes: dict[str, bytes] = {}  # images of the streamed record, by their record path
+        self._builder = self.task
         for file_number, path in enumerate(self.index_paths):
             # The builder of this file (NoCaps trains on COCO's), named by every "rebuild it" message.
             self._builder = os.path.basename(path).split(".")[0].replace("vqa", "vqav2")
@@ -285,7 +291,9 @@ class Beit3Dataset(Dataset):
                 file.write(reason.replace("\n", " ") + "\n")
 
     def source_of(self, index: int) -> str:
-        """``"<index file>, line <n>"`` of the item at ``index``."""
+        """``"<index file>, line <n>"`` (or ``"<shard>, sample <key>"``) of the item at ``index``."""
+        if isinstance(self._sources, dict):
+            return self._sources[index]
         file_number, line_number = self._sources[index]
         return f"{self.index_paths[file_number]}, line {line_number}"
 
@@ -301,8 +309,11 @@ class Beit3Dataset(Dataset):
     def load_image(self, relative_path: str, index: int) -> Image.Image:
         """Open ``root/relative_path`` as RGB; any failure becomes a BadSampleError naming file and index line."""
         path = os.path.join(self.root, relative_path)
+        if relative_path in self._image_bytes:  # a streamed record: the image came with it from the shard
+            path = f"{relative_path} in {self.source_of(index)}"
         try:
-            with Image.open(path) as image:
+            source = io.BytesIO(self._image_bytes[relative_path]) if relative_path in self._image_bytes else path
+            with Image.open(source) as image:
                 return to_rgb_image(image)  # scales 16-bit / float images instead of clipping them to white
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise BadSampleError(
@@ -336,6 +347,22 @@ class Beit3Dataset(Dataset):
             "language_tokens": tokens,
             "padding_mask": padding_mask,
         }
+
+    def item_from_record(
+        self, index: int, record: dict[str, Any], images: dict[str, bytes], source: str
+    ) -> dict[str, Any]:
+        """The item of one streamed record (a shard sample): validated as an index line, images from ``images``
+        (bytes by record field), seeded by ``index`` as the JSONL dataset seeds its items. Raises BadSampleError for
+        an unusable image (the stream replaces or stops)."""
+        self._validate(record, source)
+        self.records = {index: record}
+        self._sources = {index: source}
+        self._image_bytes = {record[field]: data for field, data in images.items() if field in record}
+        self._seed_transform(index)
+        item = self.build_item(index)
+        item["index"] = index
+        self._served[self._slot()] += 1
+        return item
 
     # -- item access with bad-sample replacement -----------------------------------------------------------------
     def __getitem__(self, index: int) -> dict[str, Any]:

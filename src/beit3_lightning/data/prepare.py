@@ -8,6 +8,8 @@ Examples::
     beit3 prepare pretrain --data-root /data/my_corpus --tokenizer beit3.spm   # images/, texts/, pairs.jsonl
     beit3 prepare sample --data-root data/sample
     beit3 prepare visual-tokenizer --images my_images/ --codebook-size 512 --out kmeans512.safetensors
+    beit3 prepare shards --from img2dataset --input cc3m/ --out shards/pairs --tokenizer beit3.spm --workers 8
+    beit3 prepare shards --from index --dataset vqav2 --split train --data-root /data/coco --out shards/vqav2
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..task_table import DATASETS, resolve
+from ..task_table import DATASETS, resolve, resolve_dataset
 from .index.common import DatasetFormatError
 from .index.pretrain import DEFAULT_TEXT_CHUNK_TOKENS
 from .sample import SAMPLE_DATASETS, ensure_sample_dataset
@@ -144,7 +146,102 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer", default="sample", help="sentencepiece model for the index token ids (default: sample)"
     )
     _add_visual_tokenizer(sub)
+    _add_shards(sub)
     return parser
+
+
+def _add_shards(sub: argparse._SubParsersAction) -> None:
+    from .shards.convert import DEFAULT_SAMPLES_PER_SHARD, SOURCES
+
+    child = sub.add_parser(
+        "shards",
+        help="convert img2dataset tars, image folders, text corpora or an index into streaming WebDataset shards",
+        description="Write a shard set (WebDataset .tar files + manifest.json + skipped.log) that the DataModules "
+        "stream with --data.init_args.shards DIR: every rank and worker reads its own shards, memory per worker does "
+        "not grow with the dataset, resume is exact. Re-running an interrupted conversion redoes only unfinished jobs.",
+    )
+    child.add_argument(
+        "--from", dest="source", required=True, choices=SOURCES,
+        help="img2dataset: WebDataset tars of img2dataset (jpg + txt + json per sample) -> image-text pairs; "
+        "images: image folders, class folders (--labels-from-folders) or tars of images -> images; "
+        "texts: .txt (one document per line) / .jsonl ({\"text\"}) corpora -> token chunks; "
+        "index: a JSONL index of --dataset / --split under --data-root -> the same records with their images",
+    )  # fmt: skip
+    child.add_argument(
+        "--input", nargs="+", default=[], help="input files or folders (folders are searched recursively)"
+    )
+    child.add_argument("--out", type=Path, required=True, help="the shard set directory to write")
+    child.add_argument(
+        "--tokenizer", default=None,
+        help="sentencepiece model for the texts (img2dataset, texts): beit3.spm or 'sample'; it must be the one "
+        "you train with",
+    )  # fmt: skip
+    child.add_argument(
+        "--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD,
+        help=f"most samples per .tar (default {DEFAULT_SAMPLES_PER_SHARD})",
+    )  # fmt: skip
+    child.add_argument("--workers", type=int, default=1, help="parallel conversion processes (default 1)")
+    child.add_argument(
+        "--text-chunk-tokens", type=int, default=DEFAULT_TEXT_CHUNK_TOKENS,
+        help=f"texts: documents become chunks of at most this many tokens (default {DEFAULT_TEXT_CHUNK_TOKENS})",
+    )  # fmt: skip
+    child.add_argument(
+        "--labels-from-folders", action="store_true",
+        help="images: each image's label is its top-level folder (ImageNet-21k style); class names go in the manifest",
+    )  # fmt: skip
+    child.add_argument(
+        "--dataset", dest="index_dataset", default=None,
+        help=f"index: which dataset's index ({', '.join(DATASETS)})",
+    )  # fmt: skip
+    child.add_argument("--split", default="train", help="index: which split (default train)")
+    child.add_argument(
+        "--kind", default=None, choices=("images", "texts", "pairs"), help="index with --dataset pretrain: which kind"
+    )
+    child.add_argument("--data-root", type=Path, default=None, help="index: the dataset root (image paths)")
+    child.add_argument("--index-dir", type=Path, default=None, help="index: where the index files are (default: root)")
+    child.add_argument("--seed", type=int, default=0, help="seed of the image-file order (default 0)")
+    child.add_argument("--overwrite", action="store_true", help="replace a completed shard set at --out")
+
+
+def _index_records(args: argparse.Namespace) -> tuple[list[tuple[dict, str]], str]:
+    """(record, source) of every line of the ``--dataset`` / ``--split`` index, and the manifest content name."""
+    if args.index_dataset is None or args.data_root is None:
+        raise ValueError("--from index needs --dataset and --data-root")
+    if args.index_dataset == "pretrain":
+        from .pretraining import DATASET_OF_KIND
+
+        if args.kind is None:
+            raise ValueError("--dataset pretrain needs --kind images|texts|pairs")
+        dataset_class, extra, content = DATASET_OF_KIND[args.kind], {}, args.kind
+    else:
+        spec = DATASETS[resolve_dataset(args.index_dataset)]
+        dataset_class = resolve(spec.datamodule_class).dataset_class
+        content = spec.dataset
+        extra = {"task": content} if spec.head in ("retrieval", "captioning") else {}
+    dataset = dataset_class(
+        root=str(args.data_root), split=args.split, transform=None, index_dir=args.index_dir, **extra
+    )
+    return [(dataset.records[i], dataset.source_of(i)) for i in range(len(dataset))], content
+
+
+def _run_shards(args: argparse.Namespace) -> tuple[list[Path], str]:
+    from .shards.convert import convert_to_shards
+
+    records, content = _index_records(args) if args.source == "index" else (None, None)
+    if args.source != "index" and not args.input:
+        raise ValueError(f"--from {args.source} needs --input")
+    summary = convert_to_shards(
+        args.source, args.input, args.out, tokenizer=args.tokenizer, content=content, split=args.split,
+        samples_per_shard=args.samples_per_shard, workers=args.workers, text_chunk_tokens=args.text_chunk_tokens,
+        labels_from_folders=args.labels_from_folders, index_records=records, data_root=args.data_root,
+        overwrite=args.overwrite, seed=args.seed,
+    )  # fmt: skip
+    line = (
+        f"{summary.samples} samples in {summary.shards} shards ({summary.bytes / max(summary.samples, 1):.0f} bytes "
+        f"per sample, {summary.samples / max(summary.seconds, 1e-9):.0f} samples/s); {summary.skipped} skipped"
+        + (f", listed in {summary.out / 'skipped.log'}" if summary.skipped else "")
+    )
+    return [summary.out / "manifest.json"], line
 
 
 def _add_visual_tokenizer(sub: argparse._SubParsersAction) -> None:
@@ -268,9 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.dataset == "visual-tokenizer":
             written, summary = _run_visual_tokenizer(args)
+        elif args.dataset == "shards":
+            written, summary = _run_shards(args)
         else:
             written = _run_sample(args) if args.dataset == "sample" else _run_dataset(args)
-    except (DatasetFormatError, TokenizerError, FileNotFoundError, ValueError) as err:
+    except (DatasetFormatError, TokenizerError, FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"beit3 prepare {args.dataset}: error: {err}", file=sys.stderr)
         return 2
     for path in written:

@@ -20,7 +20,8 @@ from lightning.pytorch.utilities import CombinedLoader
 
 from beit3_lightning.data.datamodules import Beit3DataModule
 from beit3_lightning.data.masking import BlockMaskingGenerator
-from beit3_lightning.data.pretraining import DATASET_OF_KIND, PRETRAIN_KINDS
+from beit3_lightning.data.pretraining import DATASET_OF_KIND, PRETRAIN_KINDS, pretrain_index_name
+from beit3_lightning.data.shards.format import iter_shard_samples, join_url, read_manifest
 from beit3_lightning.data.transforms import ImageTransform, build_vl_transform
 
 __all__ = ["PretrainDataModule", "split_batch_size"]
@@ -64,6 +65,9 @@ class PretrainDataModule(Beit3DataModule):
         min_mask_block: smallest masked block in patches (BEiT: 16; clipped on small grids).
         bert_replacement: predicted text tokens become ``<mask>`` 80%, stay 10%, random 10% (BERT); False: always
             ``<mask>``.
+        shards: train from shard sets instead of the JSONL train indexes: ``<shards>/<kind>`` (``images``,
+            ``texts``, ``pairs``; directories or URLs written by ``beit3 prepare shards``) for every kind in the mix.
+            Validation reads the JSONL val indexes under ``root`` when they exist, and is skipped otherwise.
     """
 
     task = "pretrain"
@@ -118,8 +122,9 @@ class PretrainDataModule(Beit3DataModule):
         """Random resized crop (scale 0.5-1) + flip for training, squash resize for evaluation; mean = std = 0.5."""
         return build_vl_transform(is_train, self.img_size, interpolation=self.interpolation)
 
-    def kind_dataset(self, kind: str, split: str):
-        """The dataset of one kind and split (built once and cached as ``"<kind>.<split>"``)."""
+    def kind_dataset(self, kind: str, split: str, streamed: bool = False):
+        """The dataset of one kind and split (built once and cached as ``"<kind>.<split>"``); ``streamed``: the
+        record-less one that builds the items of a shard stream."""
         key = f"{kind}.{split}"
         if key not in self.datasets:
             grid = self.img_size // self._patch_size()
@@ -138,13 +143,29 @@ class PretrainDataModule(Beit3DataModule):
                 text_mask_prob=self.pair_text_mask_prob if kind == "pairs" else self.text_mask_prob,
                 mask_token_id=self.tokenizer.mask_token_id,
                 replace_probs=self.replace_probs,
+                **({"records": []} if streamed else {}),
             )
             self.datasets[key] = dataset
             # Pre-computed visual tokens belong to the unaugmented image: such an index trains without crop / flip.
-            precomputed = bool(dataset.records) and "visual_tokens" in dataset.records[0]
+            first = self._first_shard_record(kind) if streamed else (dataset.records[0] if dataset.records else {})
+            precomputed = "visual_tokens" in first
             if split == "train" and not precomputed:
                 dataset.transform = self.transform(is_train=True)
         return self.datasets[key]
+
+    def _first_shard_record(self, kind: str) -> dict[str, Any]:
+        manifest = read_manifest(self.kind_shards(kind))
+        url = join_url(self.kind_shards(kind), manifest.shards[0].name)
+        return next(iter_shard_samples(url))[1]
+
+    def kind_shards(self, kind: str) -> str:
+        """The shard set of one kind: ``<shards>/<kind>``."""
+        return join_url(self.shards, kind)
+
+    def kind_train_stream(self, kind: str):
+        """The training stream of one kind (from ``shards``)."""
+        item_dataset = self.kind_dataset(kind, "train", streamed=True)
+        return self.stream_of(kind, self.kind_shards(kind), item_dataset, kind, self.kind_batch_sizes[kind])
 
     def _patch_size(self) -> int:
         return self.visual_tokenizer.patch_size * self.img_size // self.visual_tokenizer.image_size
@@ -161,10 +182,23 @@ class PretrainDataModule(Beit3DataModule):
         splits = {"fit": ["train", "val"], "validate": ["val"], "test": ["val"], "predict": ["val"]}
         for split in splits.get(stage, ["train", "val"]):
             for kind in self.kinds:
-                self.kind_dataset(kind, split)
+                if split == "train" and self.shards is not None:
+                    self.kind_train_stream(kind)
+                elif split == "val" and not self._has_val_index(kind):
+                    continue
+                else:
+                    self.kind_dataset(kind, split)
+
+    def _has_val_index(self, kind: str) -> bool:
+        """Whether the JSONL val index of ``kind`` exists (training from shards may come without one)."""
+        path = Path(self.index_dir) / pretrain_index_name(kind, "val")
+        return self.shards is None or path.is_file()
 
     # -- loaders ----------------------------------------------------------------------------------------------------
     def train_dataloader(self) -> CombinedLoader:
+        if self.shards is not None:
+            loaders = {kind: self.streaming_train_loader(self.kind_train_stream(kind)) for kind in self.kinds}
+            return CombinedLoader(loaders, mode="min_size")
         loaders = {
             kind: self.resumable_train_loader(self.kind_dataset(kind, "train"), self.kind_batch_sizes[kind])
             for kind in self.kinds
@@ -173,6 +207,11 @@ class PretrainDataModule(Beit3DataModule):
 
     def num_train_batches(self) -> int:
         """Training steps per epoch on this process: the kind with the fewest batches ends the epoch."""
+        if self.shards is not None:
+            streams = [self.kind_train_stream(kind) for kind in self.kinds]
+            for stream in streams:
+                stream.num_workers = self.num_workers
+            return min(sum(stream.worker_batches()) for stream in streams)
         trainer = getattr(self, "trainer", None)
         world_size = trainer.world_size if trainer is not None else 1
         return min(
@@ -182,7 +221,9 @@ class PretrainDataModule(Beit3DataModule):
 
     def val_kinds(self) -> tuple[str, ...]:
         """Kinds with a non-empty validation split, in ``dataloader_idx`` order."""
-        return tuple(kind for kind in self.kinds if len(self.kind_dataset(kind, "val")) > 0)
+        return tuple(
+            kind for kind in self.kinds if self._has_val_index(kind) and len(self.kind_dataset(kind, "val")) > 0
+        )
 
     def val_dataloader(self):
         return [
