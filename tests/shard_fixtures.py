@@ -20,7 +20,9 @@ def jpeg_bytes(seed: int, size: tuple[int, int] = (24, 20)) -> bytes:
     return buffer.getvalue()
 
 
-def write_img2dataset_tar(path: Path, shard: int, count: int, bad: dict[int, str] | None = None) -> list[dict]:
+def write_img2dataset_tar(
+    path: Path, shard: int, count: int, bad: dict[int, str] | None = None, size: tuple[int, int] = (24, 20)
+) -> list[dict]:
     """One tar exactly as img2dataset's webdataset writer lays it out: keys ``<shard:05d><i:04d>``, members
     ``<key>.jpg``, ``<key>.txt`` (caption) and ``<key>.json`` (url, key, status, caption, sizes), written in that
     order, owner ``bigdata``, mode 0444. ``bad`` maps sample numbers to a defect: ``image`` (undecodable bytes),
@@ -31,7 +33,7 @@ def write_img2dataset_tar(path: Path, shard: int, count: int, bad: dict[int, str
         for i in range(count):
             key = f"{shard:05d}{i:04d}"
             caption = CAPTIONS[i % len(CAPTIONS)] + f" {i}"
-            image = jpeg_bytes(shard * 1000 + i)
+            image = jpeg_bytes(shard * 1000 + i, size)
             meta = {"url": f"https://example.com/{key}.jpg", "key": key, "status": "success", "error_message": None,
                     "width": 24, "height": 20, "original_width": 240, "original_height": 200, "caption": caption,
                     "exif": "{}", "sha256": None}  # fmt: skip

@@ -60,7 +60,7 @@ SAMPLES = {
     "coco_retrieval": (RetrievalTask, RetrievalDataModule),
     "flickr30k": (RetrievalTask, RetrievalDataModule),
 }
-PRESETS = ["cpu", "gpu_bf16", "ddp", "fsdp", "deepspeed"]
+PRESETS = ["cpu", "gpu_bf16", "ddp", "fsdp", "deepspeed", "ddp_multinode", "fsdp_multinode"]
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +159,15 @@ def test_trainer_preset_overrides_a_recipe(parser, preset):
         assert trainer.strategy.init_args.auto_wrap_policy == {EncoderLayer}
         assert trainer.strategy.init_args.state_dict_type == "full"
         assert trainer.devices == 8  # kept from the recipe
+    elif preset == "ddp_multinode":
+        assert trainer.strategy.class_path == "lightning.pytorch.strategies.DDPStrategy"
+        assert trainer.strategy.init_args.process_group_backend == "nccl"
+        assert (trainer.devices, trainer.num_nodes) == (8, 2)
+    elif preset == "fsdp_multinode":
+        init = trainer.strategy.init_args
+        assert str(init.sharding_strategy).endswith("HYBRID_SHARD")  # jsonargparse gives the enum
+        assert tuple(init.device_mesh) == (trainer.num_nodes, trainer.devices)
+        assert init.auto_wrap_policy == {EncoderLayer}
     else:
         assert (trainer.strategy, trainer.precision) == ("deepspeed_stage_1", "bf16-mixed")
 

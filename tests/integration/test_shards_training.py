@@ -14,6 +14,7 @@ import torch
 
 from beit3_lightning.cli import main
 from beit3_lightning.data.prepare import main as prepare_main
+from beit3_lightning.data.pretraining_datamodule import split_batch_size
 from beit3_lightning.data.shards.format import ShardFormatError
 from tests.integration.test_pretraining_cli import _ids, pretrain_args, record_kind_ids_arg
 from tests.integration.test_training_reliability import (
@@ -58,6 +59,8 @@ def test_pretraining_from_shards_resumes_mid_epoch_with_workers_exactly(pretrain
                                 record_kind_ids_arg(ref / "ids.jsonl"))])  # fmt: skip
     reference, reference_ids = load(ref / "steps" / "last.ckpt"), _ids(ref / "ids.jsonl")
     assert len(reference_ids) == 3 * STEPS_PER_EPOCH and set(reference_ids[0]) == set(KINDS)
+    sizes = split_batch_size(4, dict.fromkeys(KINDS, 1.0))
+    assert all({kind: len(step[kind]) for kind in KINDS} == sizes for step in reference_ids)
     epochs = [reference_ids[e * STEPS_PER_EPOCH : (e + 1) * STEPS_PER_EPOCH] for e in range(3)]
     for kind in KINDS:
         firsts = [[i for step in epoch for i in step[kind]] for epoch in epochs]
@@ -88,6 +91,29 @@ def test_fine_tuning_streams_its_train_split_from_shards(sample_dataset, tmp_pat
     seen = [i for line in ids_file.read_text().splitlines() for i in json.loads(line)]
     assert len(seen) == len(set(seen)) == num_train // 2 // 4 * 4 * 2  # 2 workers, batch 4, drop_last per worker
     assert max(seen) < num_train
+
+
+def test_datamodule_counts_the_batches_its_stream_gives(sample_dataset, pretrain_shards, tmp_path: Path):
+    from beit3_lightning.data.datamodules import VQAv2DataModule
+    from beit3_lightning.data.pretraining_datamodule import PretrainDataModule
+
+    root = sample_dataset("vqav2")
+    shards = tmp_path / "shards"
+    args = ["shards", "--from", "index", "--dataset", "vqav2", "--data-root", str(root), "--out", str(shards)]
+    assert prepare_main([*args, "--samples-per-shard", "150"]) == 0
+    vqa = VQAv2DataModule(root=str(root), img_size=32, batch_size=16, num_workers=2, shards=str(shards), seed=3)
+    vqa.setup("fit")
+    loader = vqa.train_dataloader()
+    batches = [batch["index"] for batch in loader]
+    assert len(batches) == len(loader) == vqa.num_train_batches() > 0
+    assert all(len(b) == 16 for b in batches) and loader.dataset.seed == 3
+    pretrain = PretrainDataModule(root=str(sample_dataset("pretrain")), img_size=48, batch_size=30, num_workers=0,
+                                  shards=str(pretrain_shards))  # fmt: skip
+    pretrain.setup("fit")
+    combined = pretrain.train_dataloader()
+    steps = list(combined)
+    assert len(steps) == pretrain.num_train_batches() == min(len(s) for s in combined.flattened)
+    assert {kind: len(part["index"]) for kind, part in steps[0][0].items()} == pretrain.kind_batch_sizes
 
 
 def test_a_shard_set_of_other_content_is_refused(pretrain_shards, sample_dataset, tmp_path: Path):
