@@ -101,12 +101,12 @@ def test_datamodule_counts_the_batches_its_stream_gives(sample_dataset, pretrain
     shards = tmp_path / "shards"
     args = ["shards", "--from", "index", "--dataset", "vqav2", "--data-root", str(root), "--out", str(shards)]
     assert prepare_main([*args, "--samples-per-shard", "150"]) == 0
-    vqa = VQAv2DataModule(root=str(root), img_size=32, batch_size=16, num_workers=2, shards=str(shards), seed=3)
+    vqa = VQAv2DataModule(root=str(root), img_size=32, batch_size=20, num_workers=2, shards=str(shards), seed=3)
     vqa.setup("fit")
     loader = vqa.train_dataloader()
     batches = [batch["index"] for batch in loader]
     assert len(batches) == len(loader) == vqa.num_train_batches() > 0
-    assert all(len(b) == 16 for b in batches) and loader.dataset.seed == 3
+    assert all(len(b) == 20 for b in batches) and loader.dataset.seed == 3  # 2 x (790 // 20), not 1581 // 20
     pretrain = PretrainDataModule(root=str(sample_dataset("pretrain")), img_size=48, batch_size=30, num_workers=0,
                                   shards=str(pretrain_shards))  # fmt: skip
     pretrain.setup("fit")
@@ -114,6 +114,30 @@ def test_datamodule_counts_the_batches_its_stream_gives(sample_dataset, pretrain
     steps = list(combined)
     assert len(steps) == pretrain.num_train_batches() == min(len(s) for s in combined.flattened)
     assert {kind: len(part["index"]) for kind, part in steps[0][0].items()} == pretrain.kind_batch_sizes
+
+
+@pytest.mark.parametrize("dataset", ["imagenet", "nlvr2", "coco_captioning", "coco_retrieval"])
+def test_every_fine_tuning_datamodule_trains_from_shards(sample_dataset, tmp_path: Path, dataset: str):
+    from beit3_lightning.task_table import DATASETS, resolve
+
+    root = sample_dataset(dataset)
+    shards = tmp_path / "shards"
+    assert prepare_main(["shards", "--from", "index", "--dataset", dataset, "--data-root", str(root), "--out",
+                         str(shards), "--tokenizer", "sample"]) == 0  # fmt: skip
+    spec = DATASETS[dataset]
+    extra = {"task": dataset} if spec.head in ("retrieval", "captioning") else {}
+    streamed = resolve(spec.datamodule_class)(root=str(root), img_size=32, batch_size=4, num_workers=0,
+                                              shards=str(shards), **extra)  # fmt: skip
+    jsonl = resolve(spec.datamodule_class)(root=str(root), img_size=32, batch_size=4, num_workers=0, **extra)
+    for data in (streamed, jsonl):
+        data.setup("fit")
+    batch, reference = next(iter(streamed.train_dataloader())), next(iter(jsonl.train_dataloader()))
+    assert batch.keys() == reference.keys()
+    for key, value in reference.items():
+        if isinstance(value, torch.Tensor):
+            assert batch[key].shape == value.shape and batch[key].dtype == value.dtype, key
+    if dataset == "imagenet":
+        assert streamed.num_classes == jsonl.num_classes
 
 
 def test_a_shard_set_of_other_content_is_refused(pretrain_shards, sample_dataset, tmp_path: Path):

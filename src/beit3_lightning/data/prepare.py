@@ -174,7 +174,7 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
     child.add_argument(
         "--tokenizer", default=None,
         help="sentencepiece model for the texts (img2dataset, texts): beit3.spm or 'sample'; it must be the one "
-        "you train with",
+        "you train with. With --from index it checks the index's token ids (needed for captioning indexes)",
     )  # fmt: skip
     child.add_argument(
         "--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD,
@@ -218,6 +218,13 @@ def _index_records(args: argparse.Namespace) -> tuple[list[tuple[dict, str]], st
         dataset_class = resolve(spec.datamodule_class).dataset_class
         content = spec.dataset
         extra = {"task": content} if spec.head in ("retrieval", "captioning") else {}
+    if args.tokenizer is not None:  # checks the index's token ids against the tokenizer you will train with
+        tokenizer = Beit3Tokenizer(args.tokenizer)
+        extra["vocab_size"] = tokenizer.vocab_size
+        if content in DATASETS and DATASETS[content].head == "captioning":
+            extra["mask_token_id"] = tokenizer.mask_token_id
+    elif content in DATASETS and DATASETS[content].head == "captioning":
+        raise ValueError(f"--from index --dataset {content} needs --tokenizer (the one its index was built with)")
     dataset = dataset_class(
         root=str(args.data_root), split=args.split, transform=None, index_dir=args.index_dir, **extra
     )
