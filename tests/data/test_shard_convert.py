@@ -185,3 +185,15 @@ def test_refusals(tmp_path: Path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert prepare_main(["shards", "--from", "index", "--out", str(tmp_path / "x")]) == 2
     assert "needs --dataset and --data-root" in capsys.readouterr().err
+
+
+def test_a_captioning_index_becomes_pretraining_pairs(sample_dataset, tmp_path: Path):
+    root = sample_dataset("coco_captioning")
+    out = tmp_path / "pairs"
+    assert prepare_main(["shards", "--from", "index", "--dataset", "coco_captioning", "--kind", "pairs",
+                         "--data-root", str(root), "--out", str(out), "--tokenizer", "sample"]) == 0  # fmt: skip
+    assert read_manifest(str(out)).content == "pairs"
+    index = [json.loads(line) for line in (root / "coco_captioning.train.jsonl").read_text().splitlines()]
+    assert [record for record, _ in all_samples(out)] == index
+    assert prepare_main(["shards", "--from", "index", "--dataset", "imagenet", "--kind", "texts", "--data-root",
+                         str(sample_dataset("imagenet")), "--out", str(tmp_path / "x")]) == 2  # fmt: skip

@@ -195,7 +195,11 @@ def _add_shards(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     child.add_argument("--split", default="train", help="index: which split (default train)")
     child.add_argument(
-        "--kind", default=None, choices=("images", "texts", "pairs"), help="index with --dataset pretrain: which kind"
+        "--kind",
+        default=None,
+        choices=("images", "texts", "pairs"),
+        help="index: with --dataset pretrain, which kind; with another dataset, write its records as this "
+        "pretraining kind (e.g. --dataset coco_captioning --kind pairs: COCO captions as image-text pairs)",
     )
     child.add_argument("--data-root", type=Path, default=None, help="index: the dataset root (image paths)")
     child.add_argument("--index-dir", type=Path, default=None, help="index: where the index files are (default: root)")
@@ -228,7 +232,16 @@ def _index_records(args: argparse.Namespace) -> tuple[list[tuple[dict, str]], st
     dataset = dataset_class(
         root=str(args.data_root), split=args.split, transform=None, index_dir=args.index_dir, **extra
     )
-    return [(dataset.records[i], dataset.source_of(i)) for i in range(len(dataset))], content
+    records = [(dataset.records[i], dataset.source_of(i)) for i in range(len(dataset))]
+    if args.kind is not None and args.index_dataset != "pretrain":  # e.g. COCO captions as pretraining pairs
+        from .pretraining import DATASET_OF_KIND
+
+        needed = DATASET_OF_KIND[args.kind].required_fields
+        missing = [name for name in needed if records and name not in records[0][0]]
+        if missing:
+            raise ValueError(f"{args.index_dataset} records have no {missing}: they cannot be pretraining {args.kind}")
+        content = args.kind
+    return records, content
 
 
 def _run_shards(args: argparse.Namespace) -> tuple[list[Path], str]:
