@@ -140,6 +140,31 @@ def test_every_fine_tuning_datamodule_trains_from_shards(sample_dataset, tmp_pat
         assert streamed.num_classes == jsonl.num_classes
 
 
+def test_several_shard_sets_per_kind_are_read_as_one(pretrain_root, pretrain_shards, tmp_path: Path):
+    from beit3_lightning.data.pretraining_datamodule import PretrainDataModule
+
+    extra = tmp_path / "coco_pairs"  # a second pairs source, converted separately
+    args = ["shards", "--from", "index", "--dataset", "pretrain", "--kind", "pairs", "--data-root", str(pretrain_root),
+            "--out", str(extra), "--split", "val"]  # fmt: skip
+    assert prepare_main(args) == 0
+    mapping = {"images": str(pretrain_shards / "images"), "texts": str(pretrain_shards / "texts"),
+               "pairs": [str(pretrain_shards / "pairs"), str(extra)]}  # fmt: skip
+    data = PretrainDataModule(root=str(pretrain_root), img_size=48, batch_size=30, num_workers=0, shards=mapping)
+    data.setup("fit")
+    stream = data.kind_train_stream("pairs")
+    one = PretrainDataModule(root=str(pretrain_root), img_size=48, batch_size=30, num_workers=0,
+                             shards=str(pretrain_shards))  # fmt: skip
+    one.setup("fit")
+    first = one.kind_train_stream("pairs")
+    assert len(stream) == len(first) + sum(1 for _ in (pretrain_root / "pretrain.pairs.val.jsonl").open())
+    ids = list(stream.sample_ids_of(0))
+    assert sorted(ids) == list(range(len(stream)))
+    with pytest.raises(ValueError, match="different contents"):
+        from beit3_lightning.data.shards.stream import ShardStream
+
+        ShardStream([str(pretrain_shards / "pairs"), str(pretrain_shards / "texts")], stream.item_dataset)
+
+
 def test_a_shard_set_of_other_content_is_refused(pretrain_shards, sample_dataset, tmp_path: Path):
     root = sample_dataset("vqav2")
     args = sample_args("vqav2.yaml", root, tmp_path, "--data.init_args.shards", str(pretrain_shards / "pairs"))

@@ -150,10 +150,11 @@ class Beit3DataModule(L.LightningDataModule):
             if it is not there yet, so the sample configs run on a fresh clone.
         index_dir: directory of the ``*.jsonl`` index files (default: ``root``).
         interpolation: resize filter (``bicubic`` as the reference's ``--train_interpolation``).
-        shards: train from this shard set (a directory or URL written by ``beit3 prepare shards --from index``)
-            instead of the JSONL train index: streamed, each rank and worker reading its own shards, memory per
-            worker independent of the dataset size, exact mid-epoch resume. Validation and test keep reading the
-            JSONL indexes under ``root`` (they are small and evaluation needs every record in order).
+        shards: train from this shard set instead of the JSONL train index (a directory or URL written by
+            ``beit3 prepare shards --from index``; a list of them is read as one): streamed, each rank and worker
+            reading its own shards, memory per worker independent of the dataset size, exact mid-epoch resume.
+            Validation and test keep reading the JSONL indexes under ``root`` (they are small and evaluation needs
+            every record in order).
         shuffle_buffer: with ``shards``, samples each worker holds to shuffle within a shard (the shard order is
             shuffled every epoch as well).
     """
@@ -178,7 +179,7 @@ class Beit3DataModule(L.LightningDataModule):
         index_dir: str | None = None,
         interpolation: Literal["bicubic", "bilinear", "nearest", "area", "lanczos"] = "bicubic",
         max_skip_fraction: float = 0.05,
-        shards: str | None = None,
+        shards: str | list[str] | dict[str, str | list[str]] | None = None,
         shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     ) -> None:
         super().__init__()
@@ -209,7 +210,7 @@ class Beit3DataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.generate_sample = generate_sample
         self.interpolation = interpolation
-        self.shards = str(shards) if shards is not None else None
+        self.shards = shards
         self.shuffle_buffer = shuffle_buffer
         self._streams: dict[str, ShardStream] = {}
         self.datasets: dict[str, Beit3Dataset] = {}
@@ -221,7 +222,9 @@ class Beit3DataModule(L.LightningDataModule):
         later runs read the tokenizer and the answer vocabulary from another working directory."""
         for key in ("root", "index_dir", "coco_root", "tokenizer", "shards"):
             value = self.hparams.get(key)
-            if value is None or (key in ("tokenizer", "shards") and not os.path.exists(value)):  # names, URLs
+            if not isinstance(value, (str, os.PathLike)) or (
+                key in ("tokenizer", "shards") and not os.path.exists(value)
+            ):
                 continue
             self.hparams[key] = os.path.abspath(value)
 
@@ -355,26 +358,31 @@ class Beit3DataModule(L.LightningDataModule):
         return self.resumable_train_loader(self.dataset("train"), self.batch_size)
 
     # -- streamed training data (shards) -------------------------------------------------------------------------
-    def stream_of(self, key: str, location: str, item_dataset: Beit3Dataset, content: str, batch_size: int):
-        """The training stream over the shard set ``location`` (built once per ``key``); its manifest must hold
-        ``content``."""
+    def stream_of(self, key: str, location: str | list[str], item_dataset: Beit3Dataset, content: str,
+                  batch_size: int):  # fmt: skip
+        """The training stream over the shard set(s) ``location`` (built once per ``key``); their manifests must
+        hold ``content``."""
         if key not in self._streams:
-            manifest = read_manifest(location)
-            if manifest.content != content:
-                raise ShardFormatError(
-                    f"shard set {location} holds {manifest.content!r} samples, this DataModule needs {content!r}; "
-                    f"convert them with `beit3 prepare shards --from index --dataset {content} ...`"
-                )
+            locations = list(location) if isinstance(location, (list, tuple)) else [location]
+            manifests = [read_manifest(loc) for loc in locations]
+            for loc, manifest in zip(locations, manifests, strict=True):
+                if manifest.content != content:
+                    raise ShardFormatError(
+                        f"shard set {loc} holds {manifest.content!r} samples, this DataModule needs {content!r}; "
+                        f"convert them with `beit3 prepare shards --from index --dataset {content} ...`"
+                    )
             trainer = getattr(self, "trainer", None)
             world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
             self._streams[key] = ShardStream(
-                location, item_dataset, rank=rank, world_size=world_size, batch_size=batch_size,
-                shuffle_buffer=self.shuffle_buffer, seed=self.seed, manifest=manifest,
+                locations, item_dataset, rank=rank, world_size=world_size, batch_size=batch_size,
+                shuffle_buffer=self.shuffle_buffer, seed=self.seed, manifests=manifests,
             )  # fmt: skip
         return self._streams[key]
 
     def train_stream(self) -> ShardStream:
         """The training split streamed from ``shards``."""
+        if isinstance(self.shards, dict):
+            raise ValueError(f"{type(self).__name__}: shards is one shard set or a list of them, not a mapping")
         if "train" not in self._streams:
             item_dataset = self.dataset_class(**{**self.dataset_kwargs("train"), "records": []})
             self.datasets["train"] = item_dataset  # its skip / served counters feed the run's summary

@@ -66,7 +66,8 @@ class PretrainDataModule(Beit3DataModule):
         bert_replacement: predicted text tokens become ``<mask>`` 80%, stay 10%, random 10% (BERT); False: always
             ``<mask>``.
         shards: train from shard sets instead of the JSONL train indexes: ``<shards>/<kind>`` (``images``,
-            ``texts``, ``pairs``; directories or URLs written by ``beit3 prepare shards``) for every kind in the mix.
+            ``texts``, ``pairs``; directories or URLs written by ``beit3 prepare shards``) for every kind in the mix,
+            or a mapping kind -> shard set or list of shard sets (``{pairs: [shards/cc3m, shards/coco], ...}``).
             Validation reads the JSONL val indexes under ``root`` when they exist, and is skipped otherwise.
     """
 
@@ -154,12 +155,20 @@ class PretrainDataModule(Beit3DataModule):
         return self.datasets[key]
 
     def _first_shard_record(self, kind: str) -> dict[str, Any]:
-        manifest = read_manifest(self.kind_shards(kind))
-        url = join_url(self.kind_shards(kind), manifest.shards[0].name)
+        location = self.kind_shards(kind)
+        location = location[0] if isinstance(location, list) else location
+        url = join_url(location, read_manifest(location).shards[0].name)
         return next(iter_shard_samples(url))[1]
 
-    def kind_shards(self, kind: str) -> str:
-        """The shard set of one kind: ``<shards>/<kind>``."""
+    def kind_shards(self, kind: str) -> str | list[str]:
+        """The shard set(s) of one kind: ``shards[kind]`` when ``shards`` maps kinds, else ``<shards>/<kind>``."""
+        if isinstance(self.shards, dict):
+            if kind not in self.shards:
+                raise ValueError(f"shards has no entry for {kind!r} (mixed kinds: {', '.join(self.kinds)})")
+            return self.shards[kind]
+        if not isinstance(self.shards, str):
+            raise ValueError("PretrainDataModule.shards is a directory holding images/, texts/, pairs/ or a mapping "
+                             "kind -> shard set(s)")  # fmt: skip
         return join_url(self.shards, kind)
 
     def kind_train_stream(self, kind: str):

@@ -117,7 +117,8 @@ class ShardStream(IterableDataset):
     """Items of a task dataset, read from a shard set instead of a JSONL index.
 
     Args:
-        location: the shard set (directory or URL).
+        location: the shard set (directory or URL), or a list of shard sets of the same content read as one (e.g.
+            CC3M, CC12M and COCO pairs converted separately).
         item_dataset: the task's dataset built with ``records=[]``: it turns each record (and its image bytes) into
             the same item the JSONL dataset gives, with the same transforms, masking and per-item seeding (the item
             index is the sample's position in the shard set).
@@ -130,7 +131,7 @@ class ShardStream(IterableDataset):
 
     def __init__(
         self,
-        location: str,
+        location: str | list[str],
         item_dataset: Beit3Dataset,
         rank: int = 0,
         world_size: int = 1,
@@ -139,14 +140,23 @@ class ShardStream(IterableDataset):
         shuffle: bool = True,
         shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
         seed: int = 0,
-        manifest: ShardManifest | None = None,
+        manifests: list[ShardManifest] | None = None,
     ) -> None:
         super().__init__()
         if shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
-        self.location = str(location)
-        self.manifest = manifest if manifest is not None else read_manifest(self.location)
-        self.counts = [shard.samples for shard in self.manifest.shards]
+        self.locations = [str(loc) for loc in location] if isinstance(location, (list, tuple)) else [str(location)]
+        self.location = ", ".join(self.locations)
+        if manifests is None:
+            manifests = [read_manifest(loc) for loc in self.locations]
+        contents = {m.content for m in manifests}
+        if len(contents) > 1:
+            raise ValueError(
+                f"shard sets {self.location} hold different contents ({sorted(contents)}); read them apart"
+            )
+        self.manifest = manifests[0]
+        self.urls = [join_url(loc, shard.name) for loc, m in zip(self.locations, manifests) for shard in m.shards]
+        self.counts = [shard.samples for m in manifests for shard in m.shards]
         self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(int).tolist() if self.counts else []
         self.item_dataset = item_dataset
         self.rank, self.world_size = rank, world_size
@@ -158,7 +168,7 @@ class ShardStream(IterableDataset):
         self._skip_batches = 0  # batches of this rank already trained in this epoch (resume)
         if self.num_samples == 0:
             raise ValueError(
-                f"shard set {self.location} has {self.manifest.num_samples} samples: too few for {world_size} ranks"
+                f"shard set {self.location} has {sum(self.counts)} samples: too few for {world_size} ranks"
             )
 
     # -- sizes --------------------------------------------------------------------------------------------------------
@@ -201,7 +211,7 @@ class ShardStream(IterableDataset):
 
     def _raw_samples(self, chunk: Chunk) -> Iterator[tuple[int, dict[str, Any], dict[str, bytes], str]]:
         """``(item index, record, images, source)`` of a chunk, buffer-shuffled, images still bytes."""
-        url = join_url(self.location, self.manifest.shards[chunk.shard].name)
+        url = self.urls[chunk.shard]
         rng = np.random.default_rng([self.seed, self.epoch, chunk.shard, chunk.begin])
         buffer: list[tuple[int, dict[str, Any], dict[str, bytes], str]] = []
         for number, (key, record, images) in enumerate(iter_shard_samples(url)):
