@@ -89,7 +89,7 @@ def test_the_package_tables_are_derived_from_the_task_table():
     assert {name: spec.head for name, spec in DATASETS.items()} == TASK_SUFFIX
     assert set(HEAD_CLASSES) == set(HEADS)
     prepare_choices = build_parser()._subparsers._group_actions[0].choices
-    assert set(prepare_choices) == {*DATASETS, "sample", "visual-tokenizer"}
+    assert set(prepare_choices) == {*DATASETS, "sample", "visual-tokenizer", "shards"}
 
 
 def test_head_keys_are_the_official_names():
