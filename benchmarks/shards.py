@@ -170,11 +170,15 @@ def check_coverage_and_resume(shards: Path) -> tuple[bool, bool]:
     return covered, exact
 
 
+PARTS = ("conversion", "reading", "memory", "coverage")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="which tables (default all)")
     args = parser.parse_args()
     from beit3_lightning.data.shards.convert import convert_to_shards
 
@@ -191,7 +195,7 @@ def main() -> None:
         print(f"| img2dataset tars -> pairs | {workers} | {s.samples} | {s.samples / s.seconds:.0f} | "
               f"{s.bytes / s.samples:.0f} |", flush=True)  # fmt: skip
     sets = {}
-    for n in args.records:
+    for n in args.records if {"memory", "coverage"} & set(args.parts) else []:
         corpus = work / f"corpus{n}"
         write_corpus(corpus, n)
         s = convert_to_shards("texts", [corpus], work / f"texts{n}", tokenizer="sample", workers=2, overwrite=True,
@@ -201,19 +205,24 @@ def main() -> None:
         sets[n] = work / f"texts{n}"
         write_jsonl_from_shards(sets[n], sets[n] / "pretrain.texts.train.jsonl")
 
-    pairs = read_throughput(work / "pairs1")
+    if "reading" in args.parts:
+        reading_table(work / "pairs1")
+    if "memory" in args.parts:
+        print("\n| records | JSONL index, peak RSS (MB) | shard stream, peak RSS (MB) |\n|---|---|---|")
+        for n, location in sets.items():
+            print(f"| {n} | {peak_rss_mb('jsonl', location):.0f} | {peak_rss_mb('shards', location):.0f} |", flush=True)
+    if "coverage" in args.parts:
+        covered, exact = check_coverage_and_resume(sets[max(sets)])
+        print(f"\ncoverage, 2 ranks x 2 workers, every sample once: {covered}; mid-epoch resume exact: {exact}")
+
+
+def reading_table(pairs_shards: Path) -> None:
+    pairs = read_throughput(pairs_shards)
     print("\n| reading / training | samples/s |\n|---|---|")
     print(f"| one worker: pairs decoded + augmented at 224 px | {pairs:.0f} |", flush=True)
     for model, batch in (("tiny", 16), ("base", 4)):
         print(f"| training step, {model}@224, pairs, fp32, batch {batch} | {step_throughput(model, batch):.1f} |",
               flush=True)  # fmt: skip
-
-    print("\n| records | JSONL index, peak RSS (MB) | shard stream, peak RSS (MB) |\n|---|---|---|")
-    for n, location in sets.items():
-        print(f"| {n} | {peak_rss_mb('jsonl', location):.0f} | {peak_rss_mb('shards', location):.0f} |", flush=True)
-
-    covered, exact = check_coverage_and_resume(sets[max(sets)])
-    print(f"\ncoverage, 2 ranks x 2 workers, every sample once: {covered}; mid-epoch resume exact: {exact}")
 
 
 if __name__ == "__main__":
