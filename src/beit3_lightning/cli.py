@@ -288,7 +288,8 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> Beit3CLI:
         save_config_kwargs={"overwrite": True},
         parser_kwargs={
             "description": "BEiT-3 on PyTorch Lightning. Subcommands: fit, validate, test, predict (below) and "
-            "prepare (build dataset indexes: `beit3 prepare --help`).",
+            "prepare (build dataset indexes: `beit3 prepare --help`), download (official files by name: "
+            "`beit3 download --list`).",
         },
     )
 
@@ -299,6 +300,10 @@ def main(argv: list[str] | None = None) -> int | None:
         from beit3_lightning.data.prepare import main as prepare_main
 
         return prepare_main(args[1:])
+    if args and args[0] == "download":
+        from beit3_lightning.hub import main as download_main
+
+        return download_main(args[1:])
     make_cli(argv)
     return 0
 

@@ -127,7 +127,12 @@ class Beit3Tokenizer:
     unk_token_id = UNK_ID
 
     def __init__(self, path: str | os.PathLike[str] = SAMPLE_ALIAS) -> None:
-        self.path = sample_tokenizer_path() if str(path) == SAMPLE_ALIAS else Path(path)
+        from beit3_lightning.hub import DownloadError, resolve_file
+
+        try:  # "beit3.spm" not in the working directory → the official file from the download cache
+            self.path = sample_tokenizer_path() if str(path) == SAMPLE_ALIAS else resolve_file(path)
+        except DownloadError as err:
+            raise TokenizerError(str(err)) from None
         self._sp = _load_processor(self.path)
 
     @classmethod

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from beit3_lightning.data.tokenizer import BEIT3_SPM_URL, OFFICIAL_TOKENIZER_VOCAB, Beit3Tokenizer
+from beit3_lightning.hub import resolve_file
 from beit3_lightning.inference.base import Beit3Predictor
 from beit3_lightning.inference.checkpoint_info import CheckpointInfo, inspect_state_dict
 from beit3_lightning.modeling.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, read_checkpoint
@@ -195,7 +196,7 @@ def load_model(
         An :class:`ImageClassificationPredictor`, :class:`VQAPredictor`, :class:`NLVR2Predictor`,
         :class:`CaptioningPredictor` or :class:`RetrievalPredictor`.
     """
-    path = Path(path)
+    path = resolve_file(path)  # an official name → the cached file (downloaded on first use)
     ckpt = read_checkpoint(path)
     try:
         info = inspect_state_dict(ckpt.state)

@@ -88,7 +88,12 @@ def read_checkpoint(path: str | Path, model_key: str = "model|module") -> Loaded
     ``model_key``: entries tried in order (``|``-separated) for ``.pth`` files; the whole file is the state dict when
     none is present (a raw ``torch.save(model.state_dict())``). Everything is read with ``weights_only=True``.
     """
-    path = Path(path)
+    from beit3_lightning.hub import DownloadError, resolve_file  # standard library only: modeling stays torch-only
+
+    try:  # an official name (beit3_base_patch16_224) → the cached file, downloaded when missing
+        path = resolve_file(path)
+    except DownloadError as err:
+        raise CheckpointError(str(err)) from None
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
