@@ -308,5 +308,64 @@ def main(argv: list[str] | None = None) -> int | None:
     return 0
 
 
+DEBUG_FLAG, DEBUG_ENV = "--debug", "BEIT3_DEBUG"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the input is wrong" (their messages say what to do), not "the code is wrong"."""
+    from beit3_lightning.data.datasets import BadSampleError
+    from beit3_lightning.data.index.common import DatasetFormatError
+    from beit3_lightning.data.shards.format import ShardFormatError
+    from beit3_lightning.data.tokenizer import TokenizerError
+    from beit3_lightning.hub import DownloadError
+
+    return (CheckpointError, TokenizerError, DatasetFormatError, ShardFormatError, BadSampleError, DownloadError,
+            FileNotFoundError, FileExistsError, PermissionError)  # fmt: skip
+
+
+def user_error_of(err: BaseException) -> BaseException | None:
+    """The user error behind ``err``: itself or one in its cause / context chain (jsonargparse wraps errors raised
+    while it instantiates the model and data in its own ValueError)."""
+    kinds, seen = _user_errors(), set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, kinds):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _missing_config(args: list[str]) -> str | None:
+    for flag, value in zip(args, args[1:]):
+        if flag == "--config" and not os.path.isfile(value):
+            return f"config file {value} does not exist (the recipes are in configs/, e.g. configs/sample/vqav2.yaml)"
+    return None
+
+
+def console_main() -> int | None:
+    """The ``beit3`` console script: :func:`main`, with known start-up mistakes reported as one line and exit code 2
+    instead of a traceback (``--debug`` or ``BEIT3_DEBUG=1`` shows the traceback)."""
+    args = sys.argv[1:]
+    debug = DEBUG_FLAG in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    args = [arg for arg in args if arg != DEBUG_FLAG]
+    command = f"beit3 {args[0]}" if args and not args[0].startswith("-") else "beit3"
+    missing = _missing_config(args)
+    if missing and not debug:
+        print(f"{command}: error: {missing}", file=sys.stderr)
+        return 2
+    sys.argv = [sys.argv[0], *args]  # without --debug, which LightningCLI does not know
+    try:
+        return main()
+    except Exception as err:
+        cause = user_error_of(err)
+        if debug or cause is None:
+            raise
+        message = " ".join(str(cause).split())  # one line, whatever the exception's layout
+        print(
+            f"{command}: error: {message}\n(run with {DEBUG_FLAG} or {DEBUG_ENV}=1 for the traceback)", file=sys.stderr
+        )
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -95,7 +95,9 @@ def read_checkpoint(path: str | Path, model_key: str = "model|module") -> Loaded
     except DownloadError as err:
         raise CheckpointError(str(err)) from None
     if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
+        raise CheckpointError(
+            f"checkpoint file not found: {path} (give a file, or an official name: see `beit3 download --list`)"
+        )
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -1,0 +1,57 @@
+"""The ``beit3`` console script turns known start-up mistakes into one line and exit code 2 (``--debug`` shows the
+traceback); run as a user runs it, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def beit3(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "beit3_lightning.cli", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line and not line.startswith(("Seed set", "/"))]
+
+
+def test_a_missing_config_file(tmp_path: Path):
+    proc = beit3("fit", "--config", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2
+    assert error_lines(proc) == [
+        f"beit3 fit: error: config file {tmp_path / 'nope.yaml'} does not exist (the recipes are in configs/, e.g. "
+        "configs/sample/vqav2.yaml)"
+    ]
+
+
+@pytest.fixture(scope="module")
+def vqa_args(sample_dataset) -> list[str]:
+    return ["--config", str(CONFIGS / "sample" / "vqav2.yaml"), "--data.init_args.root", str(sample_dataset("vqav2"))]
+
+
+def test_a_missing_init_from_file(vqa_args, tmp_path: Path):
+    proc = beit3("fit", *vqa_args, "--model.init_args.init_from", str(tmp_path / "missing.pth"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert error_lines(proc) == [
+        f"beit3 fit: error: checkpoint file not found: {tmp_path / 'missing.pth'} (give a file, or an official name: "
+        "see `beit3 download --list`)",
+        "(run with --debug or BEIT3_DEBUG=1 for the traceback)",
+    ]
+
+
+def test_a_missing_tokenizer_and_debug_shows_the_traceback(vqa_args, tmp_path: Path):
+    args = ("validate", *vqa_args, "--data.init_args.tokenizer", str(tmp_path / "beit3.spm"))
+    proc = beit3(*args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = error_lines(proc)
+    assert len(lines) == 2 and lines[0].startswith(f"beit3 validate: error: sentencepiece model not found: {tmp_path}")
+    debug = beit3(*args, "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "TokenizerError" in debug.stderr
+    assert "Traceback" in beit3(*args, env={"BEIT3_DEBUG": "1"}).stderr
