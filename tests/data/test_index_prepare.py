@@ -27,9 +27,17 @@ def test_prepare_dataset_on_raw_sample_matches_tokenizer(tmp_path: Path, capsys:
     root = generate_sample_raw("coco_retrieval", tmp_path / "coco")
     argv = ["coco_retrieval", "--data-root", str(root), "--tokenizer", "sample", "--index-dir", str(tmp_path / "idx")]
     assert main(argv) == 0
-    assert capsys.readouterr().out.split() == [
+    printed = capsys.readouterr()
+    assert printed.out.split() == [
         str(tmp_path / "idx" / f"coco_retrieval.{split}.jsonl") for split in ("train", "val", "test")
     ]
+    counts = {
+        split: len(read_jsonl(tmp_path / "idx" / f"coco_retrieval.{split}.jsonl")) for split in ("train", "val", "test")
+    }
+    assert printed.err.strip().splitlines()[-1] == (
+        "beit3 prepare coco_retrieval: wrote 3 index files (records): "
+        + ", ".join(f"coco_retrieval.{split}.jsonl ({n})" for split, n in counts.items())
+    )
     first = read_jsonl(tmp_path / "idx" / "coco_retrieval.train.jsonl")[0]
     tokenizer = Beit3Tokenizer.sample()
     assert tokenizer.decode(first["text_segment"]) == "A red square in the bottom left corner."

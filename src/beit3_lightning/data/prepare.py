@@ -378,6 +378,18 @@ def _verify_images(args: argparse.Namespace, written: list[Path]) -> int:
     return 2
 
 
+def _index_summary(written: list[Path]) -> str | None:
+    """``wrote N index files: name (records), ...`` for the JSONL files a builder wrote."""
+    counts = []
+    for path in written:
+        if path.suffix == ".jsonl" and path.is_file():
+            with open(path, encoding="utf-8") as file:
+                counts.append(f"{path.name} ({sum(1 for line in file if line.strip())})")
+    if not counts:
+        return None
+    return f"wrote {len(counts)} index files (records): {', '.join(counts)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``beit3 prepare``; returns 0 on success and 2 (with a one-line message) on bad input."""
     args = build_parser().parse_args(argv)
@@ -394,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path in written:
         print(path)
+    if summary is None:
+        summary = _index_summary(written)
     if summary:
         print(f"beit3 prepare {args.dataset}: {summary}", file=sys.stderr)
     if getattr(args, "verify_images", False):  # `prepare sample` has no such option
