@@ -286,6 +286,9 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> Beit3CLI:
         seed_everything_default=42,
         trainer_defaults={"precision": default_precision()},
         save_config_kwargs={"overwrite": True},
+        # No --optimizer / --lr_scheduler: they would silently replace the task's recipe (layer-wise lr decay
+        # parameter groups, warmup + cosine); the recipe is set by --model.init_args.lr, layer_decay, warmup_*...
+        auto_configure_optimizers=False,
         parser_kwargs={
             "description": "BEiT-3 on PyTorch Lightning. Subcommands: fit, validate, test, predict (below) and "
             "prepare (build dataset indexes: `beit3 prepare --help`), download (official files by name: "

@@ -55,3 +55,8 @@ def test_a_missing_tokenizer_and_debug_shows_the_traceback(vqa_args, tmp_path: P
     debug = beit3(*args, "--debug")
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "TokenizerError" in debug.stderr
     assert "Traceback" in beit3(*args, env={"BEIT3_DEBUG": "1"}).stderr
+
+
+def test_optimizer_options_that_would_bypass_the_recipe_are_refused(vqa_args):
+    proc = beit3("fit", *vqa_args, "--optimizer", "torch.optim.SGD", "--trainer.fast_dev_run", "true")
+    assert proc.returncode == 2 and "--optimizer" in proc.stderr and "Traceback" not in proc.stderr
