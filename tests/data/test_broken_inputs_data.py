@@ -257,8 +257,9 @@ def test_prepare_verify_images_lists_every_bad_file(tmp_path: Path, capsys: pyte
     assert main(["nocaps", "--data-root", str(root), "--verify-images"]) == 2
     captured = capsys.readouterr()
     assert captured.out.split() == [str(root / "nocaps.val.jsonl"), str(root / "nocaps.test.jsonl")]
-    header, *listed = captured.err.strip().splitlines()
+    header, *listed, summary = captured.err.strip().splitlines()
     assert header.startswith("beit3 prepare nocaps: error: 3 of 3 images") and "replace or delete" in header
+    assert summary == "beit3 prepare nocaps: wrote 2 index files (records): nocaps.val.jsonl (2), nocaps.test.jsonl (1)"
     assert len(listed) == 3
     assert listed[0] == f"  {root / 'nocaps.val.jsonl'}, line 1: {root / 'val/aa.jpg'}: empty file (0 bytes)"
     # The decoder's own words for a truncated file vary between Pillow versions; its type and the file do not.

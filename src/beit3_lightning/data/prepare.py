@@ -406,13 +406,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path in written:
         print(path)
-    if summary is None:
-        summary = _index_summary(written)
-    if summary:
-        print(f"beit3 prepare {args.dataset}: {summary}", file=sys.stderr)
+    code = 0
     if getattr(args, "verify_images", False):  # `prepare sample` has no such option
-        return _verify_images(args, written)
-    return 0
+        code = _verify_images(args, written)
+    summary = summary if summary is not None else _index_summary(written)
+    if summary:  # last: what was written, after any list of bad images
+        print(f"beit3 prepare {args.dataset}: {summary}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
