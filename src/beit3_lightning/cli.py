@@ -7,6 +7,7 @@ beit3 test --config configs/sample/vqav2.yaml --ckpt_path best        # official
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import tempfile
@@ -214,6 +215,22 @@ def check_run_checkpoint(path: str, model_class_path: str | None) -> None:
         )
 
 
+class Beit3ArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser, whose "unrecognized arguments" error names the closest known option."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if message.startswith("unrecognized arguments:"):
+            known = [option for option in self._option_string_actions if option.startswith("--")]
+            hints = []
+            for given in (word.split("=")[0] for word in message.split(":", 1)[1].split() if word.startswith("--")):
+                close = difflib.get_close_matches(given, known, n=1, cutoff=0.8)
+                if close:
+                    hints.append(f"{given} → {close[0]}")
+            if hints:
+                message += f" (did you mean: {', '.join(hints)}?)"
+        super().error(message, ex)
+
+
 class Beit3CLI(LightningCLI):
     """LightningCLI with the data ↔ model links and the default callbacks of beit3-lightning."""
 
@@ -289,6 +306,7 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> Beit3CLI:
         # No --optimizer / --lr_scheduler: they would silently replace the task's recipe (layer-wise lr decay
         # parameter groups, warmup + cosine); the recipe is set by --model.init_args.lr, layer_decay, warmup_*...
         auto_configure_optimizers=False,
+        parser_class=Beit3ArgumentParser,
         parser_kwargs={
             "description": "BEiT-3 on PyTorch Lightning. Subcommands: fit, validate, test, predict (below) and "
             "prepare (build dataset indexes: `beit3 prepare --help`), download (official files by name: "

@@ -60,3 +60,12 @@ def test_a_missing_tokenizer_and_debug_shows_the_traceback(vqa_args, tmp_path: P
 def test_optimizer_options_that_would_bypass_the_recipe_are_refused(vqa_args):
     proc = beit3("fit", *vqa_args, "--optimizer", "torch.optim.SGD", "--trainer.fast_dev_run", "true")
     assert proc.returncode == 2 and "--optimizer" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_misspelt_option_names_the_closest_one(vqa_args):
+    proc = beit3("fit", *vqa_args, "--trainer.max_epohcs", "2")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: unrecognized arguments: --trainer.max_epohcs 2 (did you mean: --trainer.max_epohcs → "
+        "--trainer.max_epochs?)"
+    )
