@@ -28,6 +28,7 @@ __all__ = [
     "OfficialFile",
     "cache_dir",
     "download",
+    "file_sha256",
     "official_file",
     "resolve_file",
 ]
@@ -113,7 +114,8 @@ def _checksums(home: Path) -> dict[str, dict[str, object]]:
         return {}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(CHUNK), b""):
@@ -185,7 +187,7 @@ def _copy(response, part: Path, offset: int, total: int | None, name: str, show:
 def _verify(home: Path, name: str, part: Path, url: str) -> None:
     """Compare with the size and sha256 recorded by the first download of ``name``, or record them."""
     recorded = _checksums(home)
-    size, digest = part.stat().st_size, _sha256(part)
+    size, digest = part.stat().st_size, file_sha256(part)
     known = recorded.get(name)
     if known is not None and (known.get("size") != size or known.get("sha256") != digest):
         part.unlink()

@@ -53,11 +53,6 @@ def plain_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.argv", ["beit3"])
 
 
-@pytest.fixture(scope="module")
-def pretrain_root(sample_dataset) -> Path:
-    return sample_dataset("pretrain")
-
-
 def _ids(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 

@@ -37,11 +37,6 @@ def plain_argv(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def pretrain_root(sample_dataset) -> Path:
-    return sample_dataset("pretrain")
-
-
-@pytest.fixture(scope="module")
 def pretrain_shards(pretrain_root: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pretrain_shards")
     for kind in KINDS:

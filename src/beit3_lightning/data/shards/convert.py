@@ -21,7 +21,6 @@ empty text, broken line — is listed in ``skipped.log``.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import multiprocessing
@@ -29,6 +28,7 @@ import os
 import random
 import shutil
 import tarfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +47,7 @@ from beit3_lightning.data.shards.format import (
     ShardManifest,
     sample_key,
 )
+from beit3_lightning.hub import file_sha256
 
 __all__ = ["ConversionSummary", "DEFAULT_SAMPLES_PER_SHARD", "SOURCES", "convert_to_shards"]
 
@@ -107,25 +108,36 @@ def _encode(text: str) -> list[int]:
 
 
 # -- the jobs' sample generators: yield (record, {field: bytes}) or a skip reason string ---------------------------
-def _img2dataset_samples(path: str) -> Iterator[tuple[dict[str, Any], dict[str, bytes]] | str]:
-    """Samples of one img2dataset tar: consecutive members sharing a key (``<key>.jpg``, ``.txt``, ``.json``)."""
-    groups: dict[str, dict[str, bytes]] = {}
-    order: list[str] = []
+def _tar_groups(path: str) -> Iterator[tuple[str, dict[str, bytes]] | str]:
+    """``(key, {extension: bytes})`` of each sample of a WebDataset tar, one sample in memory at a time (its members
+    are consecutive: WebDataset's rule), or a skip reason when the tar breaks off."""
+    key, parts = None, {}
     try:
         with tarfile.open(path, "r|*") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
                 stem, _, ext = os.path.basename(member.name).partition(".")
-                key = os.path.join(os.path.dirname(member.name), stem)
-                if key not in groups:
-                    groups[key] = {}
-                    order.append(key)
-                groups[key][ext.lower()] = tar.extractfile(member).read()  # type: ignore[union-attr]
+                member_key = os.path.join(os.path.dirname(member.name), stem)
+                if member_key != key:
+                    if key is not None:
+                        yield key, parts
+                    key, parts = member_key, {}
+                parts[ext.lower()] = tar.extractfile(member).read()  # type: ignore[union-attr]
     except (tarfile.TarError, OSError) as err:
         yield f"{path}: unreadable tar ({type(err).__name__}: {err}); samples after the break are lost"
-    for key in order:
-        parts = groups.pop(key)
+        return
+    if key is not None:
+        yield key, parts
+
+
+def _img2dataset_samples(path: str) -> Iterator[tuple[dict[str, Any], dict[str, bytes]] | str]:
+    """Samples of one img2dataset tar: consecutive members sharing a key (``<key>.jpg``, ``.txt``, ``.json``)."""
+    for group in _tar_groups(path):
+        if isinstance(group, str):
+            yield group
+            continue
+        key, parts = group
         where = f"{path}: {key}"
         image_ext = next((ext for ext in parts if f".{ext}" in IMAGE_EXTENSIONS), None)
         if image_ext is None:
@@ -381,14 +393,6 @@ def _plan(source: str, inputs: Sequence[str | Path], per_shard: int, *, labels_f
     return jobs, classes
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert_to_shards(
     source: str,
     inputs: Sequence[str | Path],
@@ -408,8 +412,6 @@ def convert_to_shards(
     show_progress: bool = True,
 ) -> ConversionSummary:
     """Convert ``inputs`` into the shard set ``out``; see the module docstring. Returns what was written."""
-    import time
-
     start = time.perf_counter()
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")

@@ -22,7 +22,7 @@ import json
 import os
 import tarfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
 __all__ = [
@@ -73,7 +73,6 @@ class ShardManifest:
     tokenizer: str | None = None  # the sentencepiece model the text ids come from (file name and sha256)
     classes: list[str] | None = None  # class-folder inputs: label i is classes[i]
     skipped: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
 
