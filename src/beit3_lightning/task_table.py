@@ -3,11 +3,13 @@
 Three words, three meanings, used the same way everywhere (code, CLI, docs):
 
 * **dataset** — what the data is and how it is scored: ``imagenet``, ``vqav2``, ``nlvr2``, ``coco_captioning``,
-  ``nocaps``, ``coco_retrieval``, ``flickr30k``, and ``pretrain`` (masked data modeling on any images and
+  ``nocaps``, ``coco_retrieval``, ``flickr30k``, ``ade20k`` and ``segmentation`` (a user's own image/mask folders),
+  and ``pretrain`` (masked data modeling on any images and
   texts). ``load_model(task=...)``, ``Beit3Processor(task=...)`` and the DataModules' ``task=`` argument take a
   dataset name (or one of its aliases, e.g. ``vqa``).
 * **head** — the network on top of the backbone, and the suffix of registered model names:
-  ``imageclassification``, ``vqav2``, ``nlvr2``, ``captioning``, ``retrieval``, ``pretraining``. Several datasets
+  ``imageclassification``, ``vqav2``, ``nlvr2``, ``captioning``, ``retrieval``, ``segmentation``,
+  ``pretraining``. Several datasets
   share a head (``nocaps`` and ``coco_captioning`` both train ``captioning``).
 * **task** — the LightningModule that trains a head (``CaptioningTask``).
 
@@ -124,6 +126,15 @@ HEADS: dict[str, HeadSpec] = {
             calls="encode_image(), encode_text() or rank()",
         ),
         HeadSpec(
+            "segmentation",
+            model_class="beit3_lightning.modeling.heads.segmentation:Beit3ForSemanticSegmentation",
+            task_class="beit3_lightning.tasks.segmentation:SegmentationTask",
+            predictor_class="beit3_lightning.inference.segmentation:SegmentationPredictor",
+            description="a semantic-segmentation (UperNet) model",
+            calls="segment()",
+            classifier_weight="decode_head.conv_seg.weight",
+        ),
+        HeadSpec(
             "pretraining",
             model_class="beit3_lightning.modeling.heads.pretraining:Beit3ForPretraining",
             task_class="beit3_lightning.tasks.pretraining:PretrainingTask",
@@ -230,6 +241,30 @@ DATASETS: dict[str, TaskSpec] = {
                 "beit3_base_patch16_384_f30k_retrieval.pth",
                 "beit3_large_patch16_384_f30k_retrieval.pth",
             ),
+        ),
+        TaskSpec(
+            "ade20k",
+            head="segmentation",
+            datamodule_class=f"{_DM}:SegmentationDataModule",
+            key_metric="mIoU",
+            raw_layout="ADEChallengeData2016/ (or its contents): images/{training,validation}/*.jpg and "
+            "annotations/{training,validation}/*.png (single-channel, 0 = unlabeled, 1..150), objectInfo150.txt",
+            index_builder=f"{_INDEX}.segmentation:build_ade20k_index",
+            sample_generator=f"{_SAMPLE}.segmentation:generate_ade20k",
+            needs_tokenizer=False,
+            aliases=("ade",),
+        ),
+        TaskSpec(
+            "segmentation",
+            head="segmentation",
+            datamodule_class=f"{_DM}:SegmentationDataModule",
+            key_metric="mIoU",
+            raw_layout="images/{train,val}/<name>.<jpg|png>, masks/{train,val}/<name>.png (class ids, 255 = ignore; "
+            "or palette PNGs) and classes.txt (one class name per line, in id order)",
+            index_builder=f"{_INDEX}.segmentation:build_segmentation_index",
+            sample_generator=f"{_SAMPLE}.segmentation:generate_segmentation",
+            needs_tokenizer=False,
+            aliases=("semantic_segmentation",),
         ),
         TaskSpec(
             "pretrain",
