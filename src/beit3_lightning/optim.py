@@ -174,26 +174,74 @@ class _ScaledScheduleFactor(WarmupCosineSchedule):
         return super().__call__(step) / self.base_lr * self.lr_scale
 
 
+@dataclass
+class WarmupPolySchedule(WarmupCosineSchedule):
+    """LR at each optimiser step for mmseg's segmentation recipes (``LinearLR`` warmup then ``PolyLR``).
+
+    With W = warmup_steps and T = total_steps:
+      - warmup, step s < W: base_lr·(f + (1 − f)·s/W) with start factor f = 1e-6 (mmseg ``start_factor``);
+      - poly, step s ≥ W: min_lr + (base_lr − min_lr)·(1 − (s − W)/(T − W))^power (mmseg ``PolyLR``,
+        ``eta_min`` = min_lr, power 1.0 in the BEiT recipes);
+      - steps ≥ T: min_lr.
+    """
+
+    power: float = 1.0
+    start_factor: float = 1e-6
+
+    def __call__(self, step: int) -> float:
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        if step < self.warmup_steps:
+            return self.base_lr * (self.start_factor + (1.0 - self.start_factor) * step / self.warmup_steps)
+        if step >= self.total_steps:
+            return self.min_lr
+        progress = (step - self.warmup_steps) / (self.total_steps - self.warmup_steps)
+        return self.min_lr + (self.base_lr - self.min_lr) * (1.0 - progress) ** self.power
+
+
+@dataclass
+class _ScaledPolyFactor(WarmupPolySchedule):
+    """LambdaLR factor of one group for the poly schedule (numbers only, see :class:`_ScaledScheduleFactor`)."""
+
+    lr_scale: float = 1.0
+
+    def __call__(self, step: int) -> float:
+        return super().__call__(step) / self.base_lr * self.lr_scale
+
+
+LR_SCHEDULES = ("cosine", "poly")
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     total_steps: int,
     warmup_steps: int,
     min_lr: float | None = None,
     min_lr_ratio: float | None = None,
+    schedule: str = "cosine",
+    power: float = 1.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Step-based warmup+cosine scheduler that applies each group's ``lr_scale``.
+    """Step-based warmup + decay scheduler that applies each group's ``lr_scale``.
 
     Each group's lr becomes schedule(step)·lr_scale, where the schedule goes from 0 to the group's initial ``lr``
     (the base LR) and down to ``min_lr`` (absolute, the reference's ``--min_lr``) or ``min_lr_ratio``·base LR.
-    Give exactly one of the two. Use with Lightning ``{"scheduler": s, "interval": "step"}``.
+    Give exactly one of the two. ``schedule``: ``"cosine"`` (:class:`WarmupCosineSchedule`, the BEiT-3 recipes) or
+    ``"poly"`` (:class:`WarmupPolySchedule` with ``power``, the segmentation recipes). Use with Lightning
+    ``{"scheduler": s, "interval": "step"}``.
     """
     if (min_lr is None) == (min_lr_ratio is None):
         raise ValueError("give exactly one of min_lr (absolute) or min_lr_ratio (fraction of the base lr)")
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr schedule {schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
     factors = []
     for group in optimizer.param_groups:
         base_lr = group.get("initial_lr", group["lr"])
         if base_lr <= 0:
             raise ValueError(f"optimizer group {group.get('group_name', '?')} has base lr {base_lr}; must be > 0")
         floor = min_lr if min_lr is not None else base_lr * min_lr_ratio
-        factors.append(_ScaledScheduleFactor(total_steps, warmup_steps, base_lr, floor, group.get("lr_scale", 1.0)))
+        scale = group.get("lr_scale", 1.0)
+        if schedule == "poly":
+            factors.append(_ScaledPolyFactor(total_steps, warmup_steps, base_lr, floor, power=power, lr_scale=scale))
+        else:
+            factors.append(_ScaledScheduleFactor(total_steps, warmup_steps, base_lr, floor, scale))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=factors)

@@ -11,6 +11,7 @@ from beit3_lightning.modeling.heads import (
     Beit3ForImageClassification,
     Beit3ForPretraining,
     Beit3ForRetrieval,
+    Beit3ForSemanticSegmentation,
     Beit3ForVisualQuestionAnswering,
     Beit3ForVisualReasoning,
 )
@@ -46,6 +47,7 @@ HEAD_BY_SUFFIX = {
     "captioning": Beit3ForCaptioning,
     "retrieval": Beit3ForRetrieval,
     "pretraining": Beit3ForPretraining,
+    "segmentation": Beit3ForSemanticSegmentation,
 }
 
 

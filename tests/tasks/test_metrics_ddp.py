@@ -4,7 +4,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from beit3_lightning.metrics import CaptionMetric, ImageTextRetrievalRecall, TopKAccuracy, VQAScore
+from beit3_lightning.metrics import CaptionMetric, ImageTextRetrievalRecall, SegmentationMetric, TopKAccuracy, VQAScore
 
 WORLD_SIZE = 2
 NUM_CAPTION_ROWS = 41  # odd on purpose: the sampler pads rank 1 with a repeat of row 0
@@ -24,6 +24,8 @@ def make_data() -> dict:
         "vqa_targets": torch.rand(12, 6, generator=gen).round(decimals=1),
         "cls_logits": torch.randn(12, 8, generator=gen),
         "cls_targets": torch.randint(0, 8, (12,), generator=gen),
+        "seg_pred": torch.randint(0, 4, (12, 8, 8), generator=gen),
+        "seg_target": torch.where(torch.rand(12, 8, 8, generator=gen) < 0.1, 255, torch.randint(0, 4, (12, 8, 8), generator=gen)),
         "caption_ids": [1, 2, 3, 4, 5],
         "captions": ["a red bus", "two dogs in snow", "a man riding a horse", "a cat on a mat", "a plate of food"],
     }
@@ -52,12 +54,15 @@ def run_metrics(data: dict, shard: list[int] | None, vqa_rows: list[int], cls_ro
     vqa, accuracy = VQAScore(), TopKAccuracy()
     vqa.update(data["vqa_logits"][vqa_rows], data["vqa_targets"][vqa_rows])
     accuracy.update(data["cls_logits"][cls_rows], data["cls_targets"][cls_rows])
+    segmentation = SegmentationMetric(num_classes=4)
+    segmentation.update(data["seg_pred"][cls_rows], data["seg_target"][cls_rows])
     caption = CaptionMetric(GROUND_TRUTH_CAPTIONS)
     caption.update([data["caption_ids"][i] for i in cap_rows], [data["captions"][i] for i in cap_rows])
     results = {f"retrieval/{k}": v for k, v in retrieval.compute().items()}
     results["vqa/score"] = vqa.compute()
     results |= {f"cls/{k}": v for k, v in accuracy.compute().items()}
     results |= {f"caption/{k}": v for k, v in caption.compute().items()}
+    results |= {f"segmentation/{k}": v for k, v in segmentation.compute().items()}
     return {k: float(v) for k, v in results.items()}
 
 

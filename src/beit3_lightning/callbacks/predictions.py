@@ -7,6 +7,10 @@ repeated samples) and written once, atomically, by global rank 0:
   ``submit_vqav2_test.json``): VQA ``[{"question_id", "answer"}]`` (de-duplicated by question id), captioning
   ``[{"image_id", "caption"}]`` (by image id), ImageNet / NLVR2 records with an ``index`` (by dataset index);
   sorted by that id, so the file does not depend on the number of processes.
+* segmentation → ``<output_dir>/<task>_<split>/<image name>.png`` (the predicted class ids; for datasets indexed
+  with ``reduce_zero_label`` such as ADE20k, id + 1, the benchmark's submission format) and ``<image name>_color.png``
+  (a palette PNG: class ids shown in colour), written by each process as its batches come, plus
+  ``submit_<task>_<split>.json`` listing them by dataset index.
 * retrieval → ``<output_dir>/embeddings_<task>_<split>.pt``: a dict with ``image_ids`` (sorted, unique),
   ``image_embeddings`` (one row per image id), ``text_index`` (sorted dataset indexes), ``text_image_ids`` (the
   image each text belongs to) and ``text_embeddings`` (one row per text, in index order).
@@ -168,8 +172,40 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
+        if isinstance(prediction, list) and prediction and "label_map" in prediction[0]:
+            # Label maps are large: written here, by the process that made them; only their file names are kept.
+            prediction = self.write_label_maps(trainer, pl_module, prediction)
         # To the CPU: gathered CUDA tensors would unpickle onto their source GPU in every process.
         self._batches.append(move_data_to_device(prediction, "cpu"))
+
+    def write_label_maps(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                         items: list[dict[str, Any]]) -> list[dict[str, Any]]:  # fmt: skip
+        """Write a label PNG and a colour PNG per item; returns ``{"index", "image_path", "label_png",
+        "color_png"}`` records."""
+        from PIL import Image
+
+        from beit3_lightning.segmentation_colors import palette_png
+
+        datamodule = getattr(trainer, "datamodule", None)
+        split = self.split or getattr(datamodule, "test_split", None) or "test"
+        records = getattr(getattr(datamodule, "datasets", {}).get(split), "records", None)
+        offset = 1 if getattr(datamodule, "reduce_zero_label", False) else 0
+        folder = (self._resolved_dir or Path(self.output_dir or "predictions")) / self.file_stem(trainer, pl_module)
+        folder.mkdir(parents=True, exist_ok=True)
+        num_classes = pl_module.model.num_classes
+        written = []
+        for item in items:
+            index = int(item["index"])
+            image_path = records[index]["image_path"] if records is not None else None
+            stem = Path(image_path).stem if image_path else f"{index:08d}"
+            labels = item["label_map"].numpy().astype("int64") + offset
+            raw = Image.fromarray(labels.astype("uint8" if labels.max(initial=0) < 256 else "uint16"))
+            atomic_write(folder / f"{stem}.png", lambda f, image=raw: image.save(f, format="PNG"), binary=True)
+            colour = palette_png(item["label_map"].numpy(), num_classes) if num_classes <= 256 else raw
+            atomic_write(folder / f"{stem}_color.png", lambda f, image=colour: image.save(f, format="PNG"), binary=True)
+            written.append({"index": index, "image_path": image_path, "label_png": str(folder / f"{stem}.png"),
+                            "color_png": str(folder / f"{stem}_color.png")})  # fmt: skip
+        return written
 
     def write_on_epoch_end(
         self,
@@ -196,5 +232,8 @@ class PredictionWriter(BasePredictionWriter):
             return path
         records = dedupe_records(record for batch in batches for record in batch)
         path = write_json(directory / f"submit_{stem}.json", records)
-        rank_zero_info(f"wrote {len(records)} predictions to {path}")
+        if records and "label_png" in records[0]:
+            rank_zero_info(f"wrote {len(records)} label maps to {directory / stem} (listed in {path})")
+        else:
+            rank_zero_info(f"wrote {len(records)} predictions to {path}")
         return path

@@ -1,5 +1,5 @@
 """Python inference API: ``load_model(path, task=...)`` → a predictor with ``classify`` / ``answer`` / ``verify`` /
-``caption`` / ``encode_image`` / ``encode_text`` / ``rank`` on PIL images, arrays, file paths and strings.
+``caption`` / ``encode_image`` / ``encode_text`` / ``rank`` / ``segment`` on PIL images, arrays, file paths and strings.
 
     from beit3_lightning import load_model
     vqa = load_model("beit3_base_patch16_480_vqa.pth", tokenizer="beit3.spm", answers="answer2label.txt")
@@ -14,6 +14,7 @@ from beit3_lightning.inference.display import heatmap, image_grid
 from beit3_lightning.inference.loading import load_model, read_checkpoint
 from beit3_lightning.inference.reasoning import NLVR2Predictor
 from beit3_lightning.inference.retrieval import RankingResult, RetrievalPredictor
+from beit3_lightning.inference.segmentation import SegmentationPredictor
 from beit3_lightning.inference.vqa import VQAPredictor
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "NLVR2Predictor",
     "RankingResult",
     "RetrievalPredictor",
+    "SegmentationPredictor",
     "VQAPredictor",
     "WrongTaskError",
     "heatmap",

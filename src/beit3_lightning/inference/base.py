@@ -144,3 +144,7 @@ class Beit3Predictor:
     def rank(self, images: ImageInput, texts: TextInput, top_k: int = 5) -> Any:
         """Image-text ranking; see :class:`RetrievalPredictor`."""
         raise self._wrong_call("rank")
+
+    def segment(self, images: ImageInput) -> list:
+        """Semantic segmentation; see :class:`SegmentationPredictor`."""
+        raise self._wrong_call("segment")

@@ -19,6 +19,8 @@ from beit3_lightning.task_table import HEADS
 
 # First components of the keys of a backbone saved on its own (no ``beit3.`` prefix).
 BARE_BACKBONE = ("encoder.", "text_embed.", "vision_embed.")
+# Head parts a checkpoint may leave out (a segmentation model trained with aux_channels=0 has no auxiliary head).
+OPTIONAL_HEAD_PREFIXES = ("auxiliary_head.",)
 
 
 @dataclass
@@ -34,6 +36,8 @@ class CheckpointInfo:
     num_classes: int | None = None
     size: str | None = None
     other_keys: list[str] = field(default_factory=list)
+    # Head constructor arguments the shapes fix besides num_classes (segmentation widths).
+    head_kwargs: dict[str, int] = field(default_factory=dict)
 
     def describe(self) -> str:
         """Human-readable summary, e.g. ``a VQA model (base, 480 px, 3129 classes)``."""
@@ -59,7 +63,9 @@ def detect_head(state: Mapping[str, Tensor], prefix: str = BACKBONE_PREFIX) -> t
     backbone = (prefix,) if prefix else BARE_BACKBONE
     extra = {k for k in state if not k.startswith(backbone)}
     for head in HEADS:
-        if extra == head_keys(head):
+        keys = head_keys(head)
+        required = {k for k in keys if not k.startswith(OPTIONAL_HEAD_PREFIXES)}
+        if required <= extra <= keys:
             return head, []
     return None, sorted(extra)
 
@@ -87,6 +93,11 @@ def inspect_state_dict(state: Mapping[str, Tensor]) -> CheckpointInfo:
         (name for name, p in PRESETS.items() if p["embed_dim"] == dim and p["num_layers"] == layers),
         None,
     )
+    head_kwargs: dict[str, int] = {}
+    if head == "segmentation":
+        head_kwargs["channels"] = state["decode_head.conv_seg.weight"].shape[1]
+        aux = state.get("auxiliary_head.conv_seg.weight")
+        head_kwargs["aux_channels"] = aux.shape[1] if aux is not None else 0
     return CheckpointInfo(
         head=head,
         embed_dim=dim,
@@ -97,4 +108,5 @@ def inspect_state_dict(state: Mapping[str, Tensor]) -> CheckpointInfo:
         num_classes=classes,
         size=size,
         other_keys=other,
+        head_kwargs=head_kwargs,
     )

@@ -33,6 +33,8 @@ __all__ = ["LoadedCheckpoint", "load_model", "predictor_class", "read_checkpoint
 
 # The reference's --num_max_bpe_tokens default.
 DEFAULT_MAX_TEXT_LEN = 64
+# Heads that never read text: no tokenizer needed.
+IMAGE_ONLY_HEADS = ("imageclassification", "segmentation")
 # CaptioningTask hyper-parameters that are also CaptioningPredictor defaults.
 DECODING_HPARAMS = ("num_beams", "max_len", "length_penalty")
 
@@ -104,8 +106,8 @@ def build_tokenizer(
     if source is None:
         source = ckpt.data_hparams.get("tokenizer") or ckpt.hparams.get("tokenizer_path")
     if source is None:
-        if info.head == "imageclassification":
-            return None  # images only
+        if info.head in IMAGE_ONLY_HEADS:
+            return None
         raise ValueError(
             f"{path} is {info.describe()} and needs its tokenizer: pass tokenizer='path/to/beit3.spm' for the "
             f"official checkpoints ({BEIT3_SPM_URL}) or tokenizer='sample' for models trained on the sample data"
@@ -126,13 +128,16 @@ def build_tokenizer(
     return tok
 
 
-def build_network(info: CheckpointInfo, config: Beit3Config) -> Beit3TaskModel:
+def build_network(info: CheckpointInfo, config: Beit3Config, hparams: Mapping[str, Any] | None = None) -> Beit3TaskModel:
     """The head model with uninitialised weights, to be filled by a strict load.
 
     The official random init of a base model takes tens of seconds on a CPU (truncated normals) and is then
     overwritten, so the modules are built on the meta device and only allocated on the CPU.
     """
-    head_kwargs = {"num_classes": info.num_classes} if info.num_classes is not None else {}
+    head_kwargs: dict[str, Any] = {"num_classes": info.num_classes} if info.num_classes is not None else {}
+    head_kwargs.update(info.head_kwargs)
+    if info.head == "segmentation" and (hparams or {}).get("out_indices") is not None:
+        head_kwargs["out_indices"] = tuple(hparams["out_indices"])  # which layers feed the neck: not in the shapes
     with torch.device("meta"):
         network = HEADS[info.head](config, **head_kwargs)
     return network.to_empty(device="cpu")
@@ -143,6 +148,15 @@ def task_defaults(info: CheckpointInfo, ckpt: LoadedCheckpoint) -> dict[str, Any
     defaults: dict[str, Any] = {}
     if info.head == "captioning":
         defaults = {key: ckpt.hparams[key] for key in DECODING_HPARAMS if key in ckpt.hparams}
+    if info.head == "segmentation":
+        # The class names travel in the checkpoint; the test-time settings become the predictor's defaults.
+        names = ckpt.hparams.get("class_names")
+        if names is not None and len(names) == info.num_classes:
+            defaults["class_names"] = list(names)
+        for key, name in (("inference", "inference"), ("stride", "stride"), ("test_scales", "scales"),
+                          ("test_flip", "flip")):  # fmt: skip
+            if ckpt.hparams.get(key) is not None:
+                defaults[name] = ckpt.hparams[key]
     if info.head == "vqav2" and ckpt.data_hparams:
         index_dir = ckpt.data_hparams.get("index_dir") or ckpt.data_hparams.get("root")
         answers = Path(index_dir) / "answer2label.txt" if index_dir else None
@@ -208,7 +222,7 @@ def load_model(
     _check_task_kwargs(predictor, task, kwargs)
 
     config = build_config(path, info, model, img_size, ckpt.hparams)
-    network = build_network(info, config)
+    network = build_network(info, config, ckpt.hparams)
     report = load_checkpoint(network, ckpt.state)  # strict: any key that does not fit raises CheckpointError
     if report.allowed_missing:  # never with the default arguments; guards the uninitialised tensors
         raise CheckpointError(f"{path} leaves weights unset: {report.allowed_missing}")

@@ -10,11 +10,13 @@ from beit3_lightning.metrics.caption import (
     simple_tokenize,
 )
 from beit3_lightning.metrics.retrieval import ImageTextRetrievalRecall, retrieval_recalls
+from beit3_lightning.metrics.segmentation import SegmentationMetric
 from beit3_lightning.metrics.vqa import VQAScore
 
 __all__ = [
     "CaptionMetric",
     "ImageTextRetrievalRecall",
+    "SegmentationMetric",
     "TopKAccuracy",
     "VQAScore",
     "bleu",

@@ -81,6 +81,9 @@ def _specs() -> dict[str, ModelSpec]:
         # the masked data modeling heads, for continued pretraining.
         ModelSpec("base", 224, "pretraining", official=False),
         ModelSpec("large", 224, "pretraining", official=False),
+        # Semantic segmentation (UperNet) at the crops of the BEiT ADE20k recipes; no official release.
+        ModelSpec("base", 512, "segmentation", official=False),
+        ModelSpec("large", 640, "segmentation", official=False),
         # 1.5 M-parameter variants for the sample data, tests and CPU demos.
         *(ModelSpec("tiny", 48, head, official=False) for head in HEADS),
     ]

@@ -6,6 +6,7 @@ from beit3_lightning.tasks.classification import ImageClassificationTask
 from beit3_lightning.tasks.nlvr2 import NLVR2Task
 from beit3_lightning.tasks.pretraining import PretrainingTask
 from beit3_lightning.tasks.retrieval import RetrievalTask
+from beit3_lightning.tasks.segmentation import SegmentationTask
 from beit3_lightning.tasks.vqa import VQATask
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "NLVR2Task",
     "PretrainingTask",
     "RetrievalTask",
+    "SegmentationTask",
     "VQATask",
 ]

@@ -141,8 +141,12 @@ class Beit3Task(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
         total = max(total_training_steps(self.trainer), 1)
         warmup = hp.warmup_steps if hp.warmup_steps >= 0 else round(hp.warmup_epochs * steps_per_epoch(self.trainer))
-        scheduler = build_scheduler(optimizer, total_steps=total, warmup_steps=min(warmup, total - 1), min_lr=hp.min_lr)
+        scheduler = self.build_lr_scheduler(optimizer, total, min(warmup, total - 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def build_lr_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int):
+        """The per-step lr schedule: linear warmup then cosine to ``min_lr`` (segmentation overrides it: poly)."""
+        return build_scheduler(optimizer, total_steps=total_steps, warmup_steps=warmup_steps, min_lr=self.hparams.min_lr)
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Callbacks every run of this task needs, whatever the trainer config: throughput logging, the visible count

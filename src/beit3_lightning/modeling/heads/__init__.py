@@ -6,6 +6,7 @@ from beit3_lightning.modeling.heads.classification import Beit3ForImageClassific
 from beit3_lightning.modeling.heads.pretraining import OFFICIAL_CODEBOOK_SIZE, Beit3ForPretraining
 from beit3_lightning.modeling.heads.reasoning import Beit3ForVisualReasoning, TwoLayerMLP
 from beit3_lightning.modeling.heads.retrieval import Beit3ForRetrieval
+from beit3_lightning.modeling.heads.segmentation import Beit3ForSemanticSegmentation
 from beit3_lightning.modeling.heads.vqa import Beit3ForVisualQuestionAnswering, Pooler
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "Beit3ForImageClassification",
     "Beit3ForPretraining",
     "Beit3ForRetrieval",
+    "Beit3ForSemanticSegmentation",
     "Beit3ForVisualQuestionAnswering",
     "Beit3ForVisualReasoning",
     "Beit3TaskModel",
