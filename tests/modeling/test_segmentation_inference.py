@@ -73,6 +73,7 @@ def test_probabilities_are_at_the_output_size_and_flip_undoes_the_mirror():
     torch.testing.assert_close(plain.sum(1), torch.ones(1, 32, 48))
     # A per-pixel model commutes with mirroring, so flip TTA must give the same probabilities.
     torch.testing.assert_close(segment_probabilities(fn, image, crop=64, flip=True, out_size=(32, 48)), plain)
+
     # A model that only sees the left half is not mirror-symmetric: flip TTA must change the answer.
     def left_biased(crops):
         out = fn(crops).clone()

@@ -67,4 +67,6 @@ def test_a_pretrained_checkpoint_fills_the_whole_backbone_with_a_resized_positio
     assert not report.missing and not report.unexpected
     assert all(not key.startswith("beit3.") for key in report.allowed_missing)  # only the heads are new
     assert report.resized and "embed_positions.A.weight" in report.resized[0]
-    assert torch.equal(model.beit3.encoder.layers[2].ffn.A.fc1.weight, pretrained.beit3.encoder.layers[2].ffn.A.fc1.weight)
+    assert torch.equal(
+        model.beit3.encoder.layers[2].ffn.A.fc1.weight, pretrained.beit3.encoder.layers[2].ffn.A.fc1.weight
+    )

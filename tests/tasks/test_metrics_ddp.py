@@ -25,7 +25,9 @@ def make_data() -> dict:
         "cls_logits": torch.randn(12, 8, generator=gen),
         "cls_targets": torch.randint(0, 8, (12,), generator=gen),
         "seg_pred": torch.randint(0, 4, (12, 8, 8), generator=gen),
-        "seg_target": torch.where(torch.rand(12, 8, 8, generator=gen) < 0.1, 255, torch.randint(0, 4, (12, 8, 8), generator=gen)),
+        "seg_target": torch.where(
+            torch.rand(12, 8, 8, generator=gen) < 0.1, 255, torch.randint(0, 4, (12, 8, 8), generator=gen)
+        ),
         "caption_ids": [1, 2, 3, 4, 5],
         "captions": ["a red bus", "two dogs in snow", "a man riding a horse", "a cat on a mat", "a plate of food"],
     }

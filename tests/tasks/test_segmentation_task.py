@@ -53,7 +53,9 @@ def test_poly_schedule_matches_mmseg_linear_warmup_then_poly():
     squared = WarmupPolySchedule(total_steps=110, warmup_steps=10, base_lr=1.0, min_lr=0.1, power=2.0)
     assert squared(60) == pytest.approx(0.1 + 0.9 * 0.25)
     params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
-    optimizer = torch.optim.AdamW([{"params": params[:1], "lr_scale": 1.0}, {"params": params[1:], "lr_scale": 0.5}], lr=2.0)
+    optimizer = torch.optim.AdamW(
+        [{"params": params[:1], "lr_scale": 1.0}, {"params": params[1:], "lr_scale": 0.5}], lr=2.0
+    )
     scheduler = build_scheduler(optimizer, total_steps=110, warmup_steps=10, min_lr=0.0, schedule="poly")
     for _ in range(60):
         optimizer.step()

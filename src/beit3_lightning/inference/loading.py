@@ -128,7 +128,9 @@ def build_tokenizer(
     return tok
 
 
-def build_network(info: CheckpointInfo, config: Beit3Config, hparams: Mapping[str, Any] | None = None) -> Beit3TaskModel:
+def build_network(
+    info: CheckpointInfo, config: Beit3Config, hparams: Mapping[str, Any] | None = None
+) -> Beit3TaskModel:
     """The head model with uninitialised weights, to be filled by a strict load.
 
     The official random init of a base model takes tens of seconds on a CPU (truncated normals) and is then

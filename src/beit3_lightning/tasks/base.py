@@ -146,7 +146,9 @@ class Beit3Task(L.LightningModule):
 
     def build_lr_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int):
         """The per-step lr schedule: linear warmup then cosine to ``min_lr`` (segmentation overrides it: poly)."""
-        return build_scheduler(optimizer, total_steps=total_steps, warmup_steps=warmup_steps, min_lr=self.hparams.min_lr)
+        return build_scheduler(
+            optimizer, total_steps=total_steps, warmup_steps=warmup_steps, min_lr=self.hparams.min_lr
+        )
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Callbacks every run of this task needs, whatever the trainer config: throughput logging, the visible count

@@ -177,7 +177,9 @@ class Beit3ForSemanticSegmentation(Beit3TaskModel):
         self.neck = Feature2Pyramid(dim)
         self.decode_head = UPerHead(dim, channels, num_classes)
         self.auxiliary_head = FCNHead(dim, aux_channels, num_classes) if aux_channels > 0 else None
-        self._init_segmentation_head(self.neck, self.decode_head, *([self.auxiliary_head] if self.auxiliary_head else []))
+        self._init_segmentation_head(
+            self.neck, self.decode_head, *([self.auxiliary_head] if self.auxiliary_head else [])
+        )
 
     def _init_segmentation_head(self, *modules: nn.Module) -> None:
         """mmseg's init: convs Kaiming-normal (fan_out, ReLU), norms 1 / 0, the classifiers N(0, 0.01) with zero
@@ -220,7 +222,6 @@ class Beit3ForSemanticSegmentation(Beit3TaskModel):
         unused = super().unused_parameter_names() | self._whole_expert("B") | {"beit3.text_embed.weight"}
         last = max(self.out_indices)
         for name, _ in self.named_parameters():
-            if name.startswith("beit3.encoder.layers."):
-                if int(name.split(".")[3]) > last:
-                    unused.add(name)
+            if name.startswith("beit3.encoder.layers.") and int(name.split(".")[3]) > last:
+                unused.add(name)
         return unused
