@@ -74,7 +74,8 @@ def param_groups(
     - else every group has scale 1.0.
 
     Groups appear in the order their first parameter is met in ``named_parameters()`` (like the reference); each is
-    ``{"params", "weight_decay", "lr_scale", "group_name"}``.
+    ``{"params", "weight_decay", "lr_scale", "group_name", "name"}``: ``group_name`` is the reference's key,
+    ``name`` the one Lightning's LearningRateMonitor shows (see :func:`readable_group_name`).
     """
     skip = set(no_weight_decay)
     if layer_decay < 1.0:
@@ -107,9 +108,30 @@ def param_groups(
                 "weight_decay": weight_decay if decays else 0.0,
                 "lr_scale": scale,
                 "group_name": key,
+                "name": readable_group_name(key, num_layers if layer_decay < 1.0 else None),
             }
         groups[key]["params"].append(param)
     return list(groups.values())
+
+
+def readable_group_name(key: str, num_layers: int | None) -> str:
+    """The TensorBoard name of a group key: ``layer_<id>_<kind>`` → ``embed`` (id 0: patch / text embeddings,
+    positions), ``layer_00`` … (encoder layer id − 1), ``head`` (id L + 1: everything on top of the encoder); the
+    head-boost groups ``layer_0`` / ``layer_1`` → ``backbone`` / ``head``; a ``_no_decay`` suffix for the groups
+    without weight decay (norms, biases)."""
+    no_decay = key.endswith("no_decay")
+    stem = key[: -len("_no_decay")] if no_decay else key[: -len("_decay")] if key.endswith("_decay") else ""
+    suffix = "_no_decay" if no_decay else ""
+    if not stem:
+        return "all" + suffix
+    layer = int(stem.split("_")[1])
+    if num_layers is None:  # no layer decay: the head-boost split
+        return ("head" if layer else "backbone") + suffix
+    if layer == 0:
+        return "embed" + suffix
+    if layer == num_layers + 1:
+        return "head" + suffix
+    return f"layer_{layer - 1:02d}{suffix}"
 
 
 def _listed(name: str, names: set[str]) -> bool:

@@ -203,3 +203,18 @@ def test_model_ema_averages_float_state_and_copies_integer_buffers():
     following = ModelEma(model)
     following.update(model.to("meta"))
     assert following.module[0].weight.device.type == "meta"
+
+
+def test_groups_carry_readable_unique_names_for_tensorboard():
+    from beit3_lightning.modeling import Beit3Config
+    from beit3_lightning.modeling.heads import Beit3ForImageClassification
+
+    model = Beit3ForImageClassification(Beit3Config.from_name("tiny"), num_classes=3)
+    groups = param_groups(model, weight_decay=0.05, layer_decay=0.75, num_layers=4)
+    names = [g["name"] for g in groups]
+    assert len(set(names)) == len(names)
+    assert {"embed", "embed_no_decay", "layer_00", "layer_03_no_decay", "head", "head_no_decay"} <= set(names)
+    head = next(g for g in groups if g["name"] == "head")
+    assert head["lr_scale"] == 1.0 and next(g for g in groups if g["name"] == "layer_00")["lr_scale"] == 0.75**4
+    boosted = param_groups(model, weight_decay=0.05, head_lr_scale=20.0, num_layers=4)
+    assert {g["name"]: g["lr_scale"] for g in boosted}["head"] == 20.0
