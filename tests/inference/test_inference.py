@@ -32,7 +32,7 @@ from beit3_lightning.task_table import HEADS as HEAD_SPECS
 
 REPO = Path(__file__).resolve().parents[2]
 IMG = 32  # 2 × 2 patches: the smallest grid that still exercises resizing and pooling
-NUM_CLASSES = {"imageclassification": 5, "vqav2": 4}
+NUM_CLASSES = {"imageclassification": 5, "vqav2": 4, "segmentation": 3}
 ANSWERS = ["yes", "no", "red", "2"]
 
 
@@ -395,3 +395,61 @@ def test_image_grid_and_heatmap():
     assert picture.getpixel((5, 15)) == (132, 152, 181)  # halfway between white and dark blue
     with pytest.raises(ValueError, match="2-D matrix"):
         heatmap(torch.zeros(3))
+
+
+def test_segment_returns_label_maps_at_each_images_own_size(checkpoints, tmp_path):
+    from beit3_lightning.data.segmentation_transforms import SegmentationEvalTransform
+    from beit3_lightning.inference import SegmentationPredictor
+    from beit3_lightning.modeling.segmentation_inference import segment_probabilities
+
+    path, model = checkpoints["segmentation"]
+    predictor = load_model(path)  # no tokenizer: images only
+    assert isinstance(predictor, SegmentationPredictor) and predictor.task == "ade20k"
+    images = [noise_image(2, (44, 36)), noise_image(3, (70, 30))]
+    maps = predictor.segment(images)
+    assert [m.shape for m in maps] == [(36, 44), (30, 70)]
+    # The same as running the model by hand: eval transform (short side = crop), slide, resize back, argmax.
+    tensor, _ = SegmentationEvalTransform(IMG)(images[1])
+    assert tensor.shape[-2:] == (32, 75)  # short side 30 -> 32, aspect kept
+    with torch.no_grad():
+        probs = segment_probabilities(lambda x: model(x)["logits"], tensor[None], crop=IMG, out_size=(30, 70))
+    assert np.array_equal(maps[1], probs[0].argmax(0).numpy())
+    shown = predictor.overlay(images[1], maps[1])
+    assert shown.size == (70, 30)
+    named = load_model(path, class_names=["sky", "road", "car"])
+    assert set(named.names(maps[0])) <= {"sky", "road", "car"}
+    with pytest.raises(ValueError, match="2 class names for a model with 3 classes"):
+        load_model(path, class_names=["sky", "road"])
+    with pytest.raises(WrongTaskError, match="segment"):
+        load_model(checkpoints["imageclassification"][0]).segment(images)
+
+
+def test_segmentation_checkpoint_without_auxiliary_head_loads(tmp_path):
+    torch.manual_seed(0)
+    config = Beit3Config.from_name("tiny", img_size=IMG)
+    model = HEADS["segmentation"](config, num_classes=3, aux_channels=0).eval()
+    path = tmp_path / "no_aux.pth"
+    torch.save({"model": model.state_dict()}, path)
+    predictor = load_model(path)
+    assert predictor.model.auxiliary_head is None and predictor.num_classes == 3
+
+
+@pytest.mark.parametrize("head", ["imageclassification", "retrieval", "vqav2"])
+def test_bfloat16_inference_agrees_with_float32(checkpoints, tokenizer, head):
+    path, _ = checkpoints[head]
+    fp32 = load_model(path, tokenizer="sample")
+    bf16 = load_model(path, tokenizer="sample", dtype=torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16 and next(bf16.model.parameters()).dtype == torch.bfloat16
+    images = [noise_image(4), noise_image(5)]
+    if head == "retrieval":
+        a, b = fp32.encode_image(images), bf16.encode_image(images)
+        assert b.dtype == torch.float32 and torch.nn.functional.cosine_similarity(a, b).min() > 0.99
+    elif head == "vqav2":
+        a, b = fp32.logits(images, "what color?"), bf16.logits(images, "what color?")
+        assert b.dtype == torch.float32 and torch.allclose(a, b, atol=0.1, rtol=0.05)
+    else:
+        a, b = fp32.logits(images), bf16.logits(images)
+        assert b.dtype == torch.float32 and torch.allclose(a, b, atol=0.05, rtol=0.05)
+    assert not torch.equal(a, b)  # really computed in bf16
+    with pytest.raises(ValueError, match="floating-point torch dtype"):
+        load_model(path, tokenizer="sample", dtype="int8")

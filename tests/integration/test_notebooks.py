@@ -22,6 +22,7 @@ def test_the_notebooks_exist():
         "01_quickstart.ipynb",
         "02_inference.ipynb",
         "03_embeddings_and_retrieval.ipynb",
+        "04_segmentation.ipynb",
         "05_pretraining.ipynb",
     ]
 

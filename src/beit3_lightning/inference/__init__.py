@@ -10,7 +10,7 @@ from beit3_lightning.inference.base import Beit3Predictor, WrongTaskError
 from beit3_lightning.inference.captioning import CaptioningPredictor
 from beit3_lightning.inference.checkpoint_info import CheckpointInfo, inspect_state_dict
 from beit3_lightning.inference.classification import ImageClassificationPredictor
-from beit3_lightning.inference.display import heatmap, image_grid
+from beit3_lightning.inference.display import bar_chart, heatmap, image_grid
 from beit3_lightning.inference.loading import load_model, read_checkpoint
 from beit3_lightning.inference.reasoning import NLVR2Predictor
 from beit3_lightning.inference.retrieval import RankingResult, RetrievalPredictor
@@ -28,6 +28,7 @@ __all__ = [
     "SegmentationPredictor",
     "VQAPredictor",
     "WrongTaskError",
+    "bar_chart",
     "heatmap",
     "image_grid",
     "inspect_state_dict",

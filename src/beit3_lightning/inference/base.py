@@ -104,9 +104,17 @@ class Beit3Predictor:
         """Validated list of strings."""
         return self.processor.text_list(text)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's floating-point type (``load_model(..., dtype=torch.bfloat16)``); images are cast to it."""
+        return next(self.model.parameters()).dtype
+
     def batch(self, **inputs: Any) -> dict[str, torch.Tensor]:
-        """Processor output moved to the model's device."""
-        return {key: value.to(self.device) for key, value in self.processor(**inputs).items()}
+        """Processor output on the model's device, images in the model's dtype."""
+        return {
+            key: value.to(self.device, self.dtype) if value.is_floating_point() else value.to(self.device)
+            for key, value in self.processor(**inputs).items()
+        }
 
     def _wrong_call(self, call: str) -> WrongTaskError:
         spec = HEADS.get(self.head)

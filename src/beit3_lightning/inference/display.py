@@ -75,3 +75,25 @@ def heatmap(matrix: torch.Tensor | np.ndarray, cell: int = 24) -> Image.Image:
     pixels = LOW_COLOR + scaled[..., None] * (HIGH_COLOR - LOW_COLOR)  # (rows, cols, 3)
     image = Image.fromarray(pixels.round().astype(np.uint8))
     return image.resize((values.shape[1] * cell, values.shape[0] * cell), Image.NEAREST)
+
+
+def bar_chart(values: Sequence[float], labels: Sequence[str], width: int = 320, bar_height: int = 16,
+              maximum: float = 100.0, label_width: int = 110) -> Image.Image:  # fmt: skip
+    """Horizontal bars (e.g. per-class IoU in percent), one row per label, the value written after each bar;
+    NaN (a class never seen) is shown as "n/a" without a bar."""
+    if len(values) != len(labels):
+        raise ValueError(f"got {len(values)} values but {len(labels)} labels")
+    font = ImageFont.load_default(size=FONT_SIZE)
+    row = bar_height + 4
+    chart = Image.new("RGB", (label_width + width + 60, row * len(values) + 8), BACKGROUND)
+    draw = ImageDraw.Draw(chart)
+    for i, (value, label) in enumerate(zip(values, labels)):
+        top = 4 + i * row
+        draw.text((4, top + 2), str(label)[:18], fill=TEXT_COLOR, font=font)
+        if value != value:  # NaN
+            draw.text((label_width, top + 2), "n/a", fill=TEXT_COLOR, font=font)
+            continue
+        length = int(round(width * max(0.0, min(float(value), maximum)) / maximum))
+        draw.rectangle([label_width, top, label_width + length, top + bar_height], fill=tuple(HIGH_COLOR.astype(int)))
+        draw.text((label_width + length + 4, top + 2), f"{float(value):.1f}", fill=TEXT_COLOR, font=font)
+    return chart

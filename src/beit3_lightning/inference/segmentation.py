@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from beit3_lightning.data.segmentation import SegmentationEvalTransform
+from beit3_lightning.data.segmentation_transforms import SegmentationEvalTransform
 from beit3_lightning.inference.base import Beit3Predictor
 from beit3_lightning.modeling.segmentation_inference import INFERENCE_MODES, segment_probabilities
 from beit3_lightning.processor import ImageInput
@@ -61,7 +61,7 @@ class SegmentationPredictor(Beit3Predictor):
                 size = (pil.height, pil.width)
                 tensor, _ = self.transform(pil, None)
                 probs = segment_probabilities(
-                    self._logits, tensor[None].to(self.device), crop=self.model.config.img_size,
+                    self._logits, tensor[None].to(self.device, self.dtype), crop=self.model.config.img_size,
                     mode=self.inference, stride=self.stride, scales=self.scales, flip=self.flip, out_size=size,
                 )  # fmt: skip
                 results.append(probs[0].float().cpu())
