@@ -142,3 +142,9 @@ def test_prepare_segmentation_reduce_zero_label_and_errors(tmp_path: Path, capsy
     assert main(["segmentation", "--data-root", str(root)]) == 2  # value 4 with 4 classes and no reduce
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("beit3 prepare segmentation: error: ") and "mask value 4" in err
+
+
+def test_prepare_shards_refuses_segmentation_indexes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["shards", "--from", "index", "--dataset", "ade", "--data-root", str(tmp_path), "--out", str(tmp_path / "s")]
+    assert main(argv) == 2
+    assert "ade20k indexes cannot be converted to shards" in capsys.readouterr().err

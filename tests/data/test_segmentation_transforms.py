@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,15 @@ def test_train_transform_keeps_image_and_mask_aligned(seed: int) -> None:
     assert (distances.argmin(-1)[inner] == label[inner]).all()
 
 
+def test_class_ids_are_never_blended() -> None:
+    rng = np.random.default_rng(5)
+    mask = _with_ignored(rng, _block_mask(rng, 70, 90, block=5) % 2 * 4)  # classes 0 and 4 only, and 255
+    transform = SegmentationTrainTransform(64, photometric=False)
+    for seed in range(4):
+        transform.reseed(seed)
+        assert set(transform(_image_of(mask), mask)[1].unique().tolist()) <= {0, 4, 255}
+
+
 def test_flip_is_applied_to_both(monkeypatch: pytest.MonkeyPatch) -> None:
     mask = np.zeros((64, 64), dtype=np.uint8)
     mask[:, :20] = 1  # class 1 on the left only
@@ -101,9 +111,22 @@ def test_same_seed_same_output_other_seed_other_output() -> None:
         outputs.append(transform(image, mask))
     assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
     assert not torch.equal(outputs[0][0], outputs[2][0])
-    transform.set_random_state(np.random.default_rng(1), __import__("random").Random(1))
+    transform.set_random_state(np.random.default_rng(1), random.Random(1))
     again = transform(image, mask)
     assert torch.equal(again[0], outputs[0][0])  # reseed(s) = set_random_state(default_rng(s), Random(s))
+
+
+def test_photometric_distortion_changes_colours_not_geometry() -> None:
+    mask = _block_mask(np.random.default_rng(3), 80, 96)
+    plain, distorted = SegmentationTrainTransform(64, photometric=False), SegmentationTrainTransform(64)
+    changed = 0
+    for seed in range(6):
+        plain.reseed(seed)
+        distorted.reseed(seed)
+        (image_a, label_a), (image_b, label_b) = plain(_image_of(mask), mask), distorted(_image_of(mask), mask)
+        assert torch.equal(label_a, label_b)  # the distortion draws after the crop and flip: same geometry
+        changed += not torch.equal(image_a, image_b)
+    assert changed >= 3  # each of its four steps runs with probability 0.5
 
 
 @pytest.mark.parametrize("size", [(30, 20), (200, 150), (64, 64), (300, 40)])

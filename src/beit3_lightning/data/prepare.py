@@ -228,6 +228,8 @@ def _index_records(args: argparse.Namespace) -> tuple[list[tuple[dict, str]], st
         dataset_class, extra, content = DATASET_OF_KIND[args.kind], {}, args.kind
     else:
         spec = DATASETS[resolve_dataset(args.index_dataset)]
+        if spec.head == "segmentation":  # shards carry the images of image_path / image2_path, not the masks
+            raise ValueError(f"{spec.dataset} indexes cannot be converted to shards yet; train from the JSONL index")
         dataset_class = resolve(spec.datamodule_class).dataset_class
         content = spec.dataset
         extra = {"task": content} if spec.head in ("retrieval", "captioning") else {}
