@@ -20,7 +20,8 @@ from beit3_lightning.data.sample import (
 from beit3_lightning.data.sample.scene import CELL, Scene, SceneObject, random_scene
 from beit3_lightning.data.sample.texts import captions, statement_templates, vqa_questions, yes_no_question
 
-RAW_DATASETS = ("imagenet", "vqav2", "nlvr2", "coco_captioning", "flickr30k", "nocaps")  # coco_retrieval = coco
+# coco_retrieval writes the coco_captioning layout.
+RAW_DATASETS = ("imagenet", "vqav2", "nlvr2", "coco_captioning", "flickr30k", "nocaps", "ade20k", "segmentation")
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:

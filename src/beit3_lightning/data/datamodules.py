@@ -38,6 +38,13 @@ from beit3_lightning.data.datasets import (
     load_answer2label,
 )
 from beit3_lightning.data.index.common import read_json_lines
+from beit3_lightning.data.segmentation import (
+    SegmentationDataset,
+    SegmentationEvalTransform,
+    SegmentationTrainTransform,
+    read_class_info,
+    segmentation_collate,
+)
 from beit3_lightning.data.shards.format import ShardFormatError, read_manifest
 from beit3_lightning.data.shards.stream import DEFAULT_SHUFFLE_BUFFER, ShardStream, StreamingLoader
 from beit3_lightning.data.tokenizer import Beit3Tokenizer
@@ -52,6 +59,7 @@ __all__ = [
     "ImageNetDataModule",
     "NLVR2DataModule",
     "RetrievalDataModule",
+    "SegmentationDataModule",
     "VQAv2DataModule",
     "seed_worker",
 ]
@@ -62,6 +70,7 @@ MIN_ITEMS_FOR_SKIP_FRACTION = 100
 # The datasets a shared DataModule serves, from the task table (the CLI lists and checks them).
 RetrievalDatasetName = Literal[datasets_of_head("retrieval")]  # type: ignore[valid-type]
 CaptioningDatasetName = Literal[datasets_of_head("captioning")]  # type: ignore[valid-type]
+SegmentationDatasetName = Literal[datasets_of_head("segmentation")]  # type: ignore[valid-type]
 
 
 class EpochDistributedSampler(DistributedSampler):
@@ -161,6 +170,8 @@ class Beit3DataModule(L.LightningDataModule):
 
     task: ClassVar[str]
     dataset_class: ClassVar[type[Beit3Dataset]]
+    # Merges the items of a batch (segmentation pads images of different sizes).
+    collate_fn: ClassVar[Any] = staticmethod(collate)
 
     def __init__(
         self,
@@ -341,7 +352,7 @@ class Beit3DataModule(L.LightningDataModule):
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
-            collate_fn=collate,
+            collate_fn=self.collate_fn,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             worker_init_fn=seed_worker if self.num_workers > 0 else None,
             **kwargs,
@@ -394,7 +405,7 @@ class Beit3DataModule(L.LightningDataModule):
         loader = StreamingLoader(
             stream,
             num_workers=self.num_workers,
-            collate_fn=collate,
+            collate_fn=self.collate_fn,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             worker_init_fn=seed_worker if self.num_workers > 0 else None,
         )
@@ -571,3 +582,76 @@ class CaptioningDataModule(Beit3DataModule):
                 )
             kwargs.update(root=self.coco_root, index_dir=self.coco_root)
         return kwargs
+
+
+class SegmentationDataModule(Beit3DataModule):
+    """Semantic segmentation (mmseg's ADE20k recipe; val and test read the val index).
+
+    Extra args: ``task`` = ``"ade20k"`` or ``"segmentation"`` (your own folders, see ``beit3 prepare segmentation``);
+    ``img_size`` is the square training crop (default 512, the BEiT-3 ADE20k crop is 640 for large runs);
+    ``ratio_range`` of the random rescale, ``cat_max_ratio`` of the crop, ``photometric`` distortion on or off
+    (see :mod:`beit3_lightning.data.segmentation_transforms`). Images are resized bilinearly (``interpolation``),
+    masks with nearest neighbour. Evaluation keeps each image's aspect ratio and its label at the original size, so
+    batches are padded (``image_hw`` / ``label_hw`` hold the valid sizes). No tokenizer is used.
+    """
+
+    dataset_class = SegmentationDataset
+    collate_fn = staticmethod(segmentation_collate)
+
+    def __init__(
+        self,
+        root: str,
+        *args: Any,
+        task: SegmentationDatasetName = "ade20k",
+        img_size: int = 512,
+        ratio_range: tuple[float, float] = (0.5, 2.0),
+        cat_max_ratio: float = 0.75,
+        photometric: bool = True,
+        interpolation: Literal["bicubic", "bilinear", "nearest", "area", "lanczos"] = "bilinear",
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("shards") is not None:
+            raise ValueError("SegmentationDataModule reads the JSONL indexes; streaming shards are not supported")
+        super().__init__(root, *args, img_size=img_size, interpolation=interpolation, **kwargs)
+        self.task = task
+        self.ratio_range = tuple(ratio_range)
+        self.cat_max_ratio = cat_max_ratio
+        self.photometric = photometric
+        self._class_info: dict[str, Any] | None = None
+
+    def transform(self, is_train: bool) -> SegmentationTrainTransform | SegmentationEvalTransform:
+        if is_train:
+            return SegmentationTrainTransform(
+                self.img_size,
+                ratio_range=self.ratio_range,
+                cat_max_ratio=self.cat_max_ratio,
+                photometric=self.photometric,
+                interpolation=self.interpolation,
+            )
+        return SegmentationEvalTransform(self.img_size, interpolation=self.interpolation)
+
+    def dataset_kwargs(self, split: str) -> dict[str, Any]:
+        return {**super().dataset_kwargs(split), "task": self.task}
+
+    @property
+    def class_info(self) -> dict[str, Any]:
+        """``<task>.classes.json`` (written by ``beit3 prepare``; with ``generate_sample`` the sample's)."""
+        if self._class_info is None:
+            self.prepare_data()
+            self._class_info = read_class_info(self.index_dir, self.task)
+        return self._class_info
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in trained-id order."""
+        return list(self.class_info["classes"])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of trained classes (150 for ADE20k)."""
+        return len(self.class_info["classes"])
+
+    @property
+    def ignore_index(self) -> int:
+        """Label value of ignored pixels (255)."""
+        return int(self.class_info["ignore_index"])

@@ -6,6 +6,8 @@ Examples::
     beit3 prepare nlvr2 --data-root /data/nlvr2 --tokenizer beit3.spm --nlvr-repo /src/nlvr
     beit3 prepare imagenet --data-root /data/imagenet --verify-images   # also decode every indexed image
     beit3 prepare pretrain --data-root /data/my_corpus --tokenizer beit3.spm   # images/, texts/, pairs.jsonl
+    beit3 prepare ade20k --data-root /data/ADEChallengeData2016
+    beit3 prepare segmentation --data-root /data/my_masks   # images/, masks/, classes.txt
     beit3 prepare sample --data-root data/sample
     beit3 prepare visual-tokenizer --images my_images/ --codebook-size 512 --out kmeans512.safetensors
     beit3 prepare shards --from img2dataset --input cc3m/ --out shards/pairs --tokenizer beit3.spm --workers 8
@@ -131,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
             _add_karpathy(child, "dataset_flickr30k.json")
         elif dataset == "pretrain":
             _add_pretrain(child)
+        elif dataset == "segmentation":
+            child.add_argument(
+                "--reduce-zero-label",
+                action="store_true",
+                help="your masks use 0 = unlabeled and 1..K for the K classes of classes.txt (as ADE20k): 0 is "
+                "ignored and v trains as class v-1 (default: masks hold class ids 0..K-1, 255 = ignore)",
+            )
     sample = sub.add_parser("sample", help="generate the embedded sample datasets with their indexes")
     sample.add_argument(
         "--data-root", type=Path, required=True, help="each dataset goes to <data-root>/<dataset> (e.g. data/sample)"
@@ -219,6 +228,8 @@ def _index_records(args: argparse.Namespace) -> tuple[list[tuple[dict, str]], st
         dataset_class, extra, content = DATASET_OF_KIND[args.kind], {}, args.kind
     else:
         spec = DATASETS[resolve_dataset(args.index_dataset)]
+        if spec.head == "segmentation":  # shards carry the images of image_path / image2_path, not the masks
+            raise ValueError(f"{spec.dataset} indexes cannot be converted to shards yet; train from the JSONL index")
         dataset_class = resolve(spec.datamodule_class).dataset_class
         content = spec.dataset
         extra = {"task": content} if spec.head in ("retrieval", "captioning") else {}
@@ -347,6 +358,7 @@ BUILDER_OPTIONS: dict[str, tuple[str, ...]] = {
     "coco_retrieval": ("karpathy_json",),
     "flickr30k": ("karpathy_json",),
     "pretrain": ("val_fraction", "text_chunk_tokens", "seed", "visual_tokenizer", "img_size"),
+    "segmentation": ("reduce_zero_label",),
 }
 # The CLI says which file it is; the builders take any path.
 BUILDER_ARGUMENT = {"karpathy_json": "karpathy_path"}

@@ -23,8 +23,8 @@ from tqdm import tqdm
 from ..images import to_rgb_image
 from .common import read_json_lines
 
-# Index fields holding image paths (NLVR2 has two images per record).
-IMAGE_FIELDS = ("image_path", "image2_path")
+# Index fields holding image paths (NLVR2 has two images per record; segmentation masks are PNG images too).
+IMAGE_FIELDS = ("image_path", "image2_path", "mask_path")
 
 
 @dataclass(frozen=True)

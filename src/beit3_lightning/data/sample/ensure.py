@@ -15,7 +15,7 @@ from .raw import check_dataset_name, generate_sample_raw
 from .vqav2 import IMAGE_SPLITS
 
 # Bump when the generated files change, so stale sample directories are rebuilt.
-SAMPLE_VERSION = 8
+SAMPLE_VERSION = 9
 MARKER_NAME = ".beit3_sample.json"
 # Half of the sample val images form rest_val (the official 1000 would take all of them and leave no trainable_val).
 SAMPLE_REST_VAL_IMAGES = IMAGE_SPLITS[1][2] // 2

@@ -9,11 +9,11 @@ from typing import Any
 from PIL import Image
 
 
-def save_image(image: Image.Image, path: Path) -> None:
+def save_image(image: Image.Image, path: Path, quality: int = 92) -> None:
     """Save as JPEG (no chroma subsampling, so 16-px colour cells stay clean) or PNG, chosen by the suffix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in {".jpg", ".jpeg"}:
-        image.save(path, format="JPEG", quality=92, subsampling=0)
+        image.save(path, format="JPEG", quality=quality, subsampling=0)
     else:
         image.save(path, format="PNG", optimize=False)
 
