@@ -60,6 +60,13 @@ SAMPLES = {
     "coco_retrieval": (RetrievalTask, RetrievalDataModule),
     "flickr30k": (RetrievalTask, RetrievalDataModule),
 }
+# mmseg configs/beit (BEiT v2 base recipe; the large BEiT recipe): global batch, lr, layer decay, warmup iterations,
+# drop path, crop, stride, layers feeding the neck.
+SEGMENTATION_RECIPES = {
+    "base_512": (16, 4e-4, 0.65, 1500, 0.1, 512, 341, (3, 5, 7, 11)),
+    "large_640": (16, 2e-5, 0.95, 3000, 0.2, 640, 426, (7, 11, 15, 23)),
+}
+SEGMENTATION_DIRS = ("ade20k", "segmentation")
 PRESETS = ["cpu", "gpu_bf16", "ddp", "fsdp", "deepspeed", "ddp_multinode", "fsdp_multinode"]
 
 
@@ -86,7 +93,8 @@ def parser(sample_root):
 
 
 def test_every_official_recipe_has_a_config():
-    recipes = [p for p in CONFIGS.glob("*/*.yaml") if p.parent.name not in ("sample", "trainer", "pretrain")]
+    skip = ("sample", "trainer", "pretrain", *SEGMENTATION_DIRS)  # recipes with their own tests
+    recipes = [p for p in CONFIGS.glob("*/*.yaml") if p.parent.name not in skip]
     found = {f"{p.parent.name}/{p.stem}" for p in recipes}
     assert found == set(OFFICIAL)
 
@@ -136,6 +144,39 @@ def test_recipe_task_specific_settings(parser, recipe):
         assert cfg.trainer.accumulate_grad_batches == 1
     if task_dir == "nlvr2":
         assert not data.randaug
+
+
+@pytest.mark.parametrize("recipe", [f"{d}/{r}" for d in SEGMENTATION_DIRS for r in SEGMENTATION_RECIPES])
+def test_segmentation_recipes_carry_the_beit_upernet_settings(parser, recipe):
+    from beit3_lightning.data.datamodules import SegmentationDataModule
+    from beit3_lightning.modeling.heads.segmentation import default_out_indices
+    from beit3_lightning.tasks import SegmentationTask
+
+    cfg = parser.parse_args(["--config", str(CONFIGS / f"{recipe}.yaml")])
+    task_dir, name = recipe.split("/")
+    trainer, model, data = cfg.trainer, cfg.model.init_args, cfg.data.init_args
+    global_batch, lr, layer_decay, warmup, drop_path, crop, stride, layers = SEGMENTATION_RECIPES[name]
+    assert cfg.model.class_path.endswith(SegmentationTask.__name__)
+    assert cfg.data.class_path.endswith(SegmentationDataModule.__name__) and data.task == task_dir
+    assert data.batch_size * trainer.devices * trainer.accumulate_grad_batches == global_batch
+    assert (model.lr, model.layer_decay, model.warmup_steps, model.drop_path) == (lr, layer_decay, warmup, drop_path)
+    assert (model.weight_decay, tuple(model.betas), model.min_lr, model.poly_power) == (0.05, (0.9, 0.999), 0.0, 1.0)
+    assert (data.img_size, model.stride, model.inference, model.aux_loss_weight) == (crop, stride, "slide", 0.4)
+    assert (trainer.max_steps, trainer.sync_batchnorm, trainer.precision) == (160000, True, "bf16-mixed")
+    size = name.split("_")[0]
+    assert model.model == size and default_out_indices(Beit3Config.from_name(size).num_layers) == layers
+    assert model.init_from == f"beit3_{size}_patch16_224"  # the pretrained release file, by name
+
+
+@pytest.mark.parametrize("name", ["ade20k", "segmentation"])
+def test_segmentation_sample_configs_instantiate(parser, sample_root, name):
+    from beit3_lightning.data.datamodules import SegmentationDataModule
+    from beit3_lightning.tasks import SegmentationTask
+
+    init = parser.instantiate_classes(parser.parse_args(sample_args(name, sample_root)))
+    assert type(init.model) is SegmentationTask and type(init.data) is SegmentationDataModule
+    assert init.model.config.img_size == init.data.img_size == 64
+    assert init.model.model.num_classes == init.data.num_classes == len(init.data.class_names) > 2
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -655,3 +655,8 @@ class SegmentationDataModule(Beit3DataModule):
     def ignore_index(self) -> int:
         """Label value of ignored pixels (255)."""
         return int(self.class_info["ignore_index"])
+
+    @property
+    def reduce_zero_label(self) -> bool:
+        """Whether the raw masks use 0 for "unlabelled" (ADE20k): predictions are then written as id + 1."""
+        return bool(self.class_info.get("reduce_zero_label", False))
