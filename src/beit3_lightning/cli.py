@@ -336,12 +336,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "the input is wrong" (their messages say what to do), not "the code is wrong"."""
     from beit3_lightning.data.datasets import BadSampleError
     from beit3_lightning.data.index.common import DatasetFormatError
+    from beit3_lightning.data.references import MissingAnswersError
     from beit3_lightning.data.shards.format import ShardFormatError
     from beit3_lightning.data.tokenizer import TokenizerError
     from beit3_lightning.hub import DownloadError
 
     return (CheckpointError, TokenizerError, DatasetFormatError, ShardFormatError, BadSampleError, DownloadError,
-            FileNotFoundError, FileExistsError, PermissionError)  # fmt: skip
+            MissingAnswersError, FileNotFoundError, FileExistsError, PermissionError)  # fmt: skip
 
 
 def user_error_of(err: BaseException) -> BaseException | None:

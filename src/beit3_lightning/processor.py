@@ -66,8 +66,10 @@ class Beit3Processor:
     """Turns images and texts into model inputs (``image``, ``language_tokens``, ``padding_mask``).
 
     Args:
-        tokenizer: a sentencepiece model path (the official ``beit3.spm``), ``"sample"`` for the model shipped with
-            the package, a :class:`Beit3Tokenizer`, or ``None`` for image-only use (ImageNet).
+        tokenizer: required, so that a model is never fed ids of a tokenizer it was not trained with: a
+            sentencepiece model path (the official ``beit3.spm``), ``"sample"`` for the model shipped with the
+            package (the sample models), a :class:`Beit3Tokenizer`, or ``None`` for image-only use (ImageNet,
+            segmentation).
         img_size: input resolution S of the model (224 / 384 / 480 / 768 for the official checkpoints).
         task: decides the image normalisation (see the module docstring); any name :func:`resolve_task` accepts.
         max_text_len: text length in tokens including ``<s>`` and ``</s>``; longer texts are truncated (warning).
@@ -83,7 +85,7 @@ class Beit3Processor:
 
     def __init__(
         self,
-        tokenizer: str | os.PathLike | Beit3Tokenizer | None = "sample",
+        tokenizer: str | os.PathLike | Beit3Tokenizer | None,
         img_size: int = 224,
         task: str = "vqav2",
         max_text_len: int = 64,

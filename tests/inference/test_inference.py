@@ -453,3 +453,24 @@ def test_bfloat16_inference_agrees_with_float32(checkpoints, tokenizer, head):
     assert not torch.equal(a, b)  # really computed in bf16
     with pytest.raises(ValueError, match="floating-point torch dtype"):
         load_model(path, tokenizer="sample", dtype="int8")
+
+
+def test_processor_needs_an_explicit_tokenizer():
+    with pytest.raises(TypeError, match="tokenizer"):
+        Beit3Processor(img_size=IMG, task="vqav2")  # no silent default to the sample tokenizer
+    assert Beit3Processor(None, img_size=IMG, task="imagenet").tokenizer is None
+
+
+def test_thousand_class_models_answer_with_imagenet_names(tmp_path):
+    from beit3_lightning.inference.classification import imagenet1k_class_names
+
+    names = imagenet1k_class_names()
+    assert len(names) == 1000 and (names[0], names[1], names[279], names[999]) == (
+        "tench", "goldfish", "Arctic fox", "toilet tissue")  # fmt: skip
+    torch.manual_seed(0)
+    model = HEADS["imageclassification"](Beit3Config.from_name("tiny", img_size=IMG), num_classes=1000).eval()
+    path = tmp_path / "in1k.pth"
+    torch.save({"model": model.state_dict()}, path)
+    top = load_model(path).classify(noise_image(1), top_k=3)[0]
+    expected = model(load_model(path).processor(images=[noise_image(1)])["image"]).topk(3).indices[0].tolist()
+    assert [name for name, _ in top] == [names[i] for i in expected]

@@ -69,3 +69,14 @@ def test_a_misspelt_option_names_the_closest_one(vqa_args):
         "error: unrecognized arguments: --trainer.max_epohcs 2 (did you mean: --trainer.max_epohcs → "
         "--trainer.max_epochs?)"
     )
+
+
+def test_test_on_a_split_without_public_answers(vqa_args):
+    proc = beit3("test", *vqa_args, "--data.init_args.test_split", "test-dev", "--trainer.logger", "false",
+                 "--trainer.enable_progress_bar", "false")  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert error_lines(proc)[-2:] == [
+        "beit3 test: error: the VQAv2 test split has no public answers to score; use `beit3 predict` to write the "
+        "submission file, or `beit3 validate` to score rest_val",
+        "(run with --debug or BEIT3_DEBUG=1 for the traceback)",
+    ]

@@ -16,6 +16,11 @@ COCO_KARPATHY_FILE = "dataset_coco.json"
 NOCAPS_VAL_FILE = "nocaps_val_4500_captions.json"
 
 
+class MissingAnswersError(ValueError):
+    """The split has no public answers or references (VQAv2 test / test-dev, NoCaps test): it can be predicted
+    (``beit3 predict`` writes the submission file), not scored."""
+
+
 def caption_references(task: str, root: str | Path, split: str) -> References:
     """``{image_id: [caption, ...]}`` of a captioning split (``coco_captioning`` val/test, ``nocaps`` val)."""
     root = Path(root)
@@ -29,7 +34,10 @@ def caption_references(task: str, root: str | Path, split: str) -> References:
         }
     elif task == "nocaps":
         if split != "val":
-            raise ValueError(f"NoCaps has public ground truth for 'val' only, not {split!r} (test is scored on EvalAI)")
+            raise MissingAnswersError(
+                f"NoCaps has public ground truth for 'val' only, not {split!r} (test is scored on EvalAI): use "
+                "`beit3 predict` to write the submission file, or `beit3 validate` to score val"
+            )
         path = root / NOCAPS_VAL_FILE
         refs = {}
         for ann in _read_json(path)["annotations"]:

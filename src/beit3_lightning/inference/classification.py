@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,22 @@ def read_labels(labels: Sequence[str] | str | Path) -> list[str]:
     return [str(label) for label in labels]
 
 
+IMAGENET1K_CLASSES = 1000
+
+
+@cache
+def imagenet1k_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in class-index order (package asset ``imagenet1k_classes.txt``)."""
+    text = resources.files("beit3_lightning").joinpath("assets/imagenet1k_classes.txt").read_text(encoding="utf-8")
+    return tuple(line for line in text.splitlines() if line)
+
+
 class ImageClassificationPredictor(Beit3Predictor):
     """Top-k classes of images.
 
     Args:
-        labels: class names (a list, or a text file with one name per line); without them ``classify`` returns
-            class indices.
+        labels: class names (a list, or a text file with one name per line). Default: the ImageNet-1k names for
+            1000-class models (the official checkpoints), class indices otherwise.
         **kwargs: see :class:`Beit3Predictor`.
     """
 
@@ -36,6 +48,8 @@ class ImageClassificationPredictor(Beit3Predictor):
     def __init__(self, *args: Any, labels: Sequence[str] | str | Path | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.num_classes = self.model.num_classes
+        if labels is None and self.num_classes == IMAGENET1K_CLASSES:
+            labels = list(imagenet1k_class_names())
         self.labels = self._checked_labels(labels) if labels is not None else None
 
     def _checked_labels(self, labels: Sequence[str] | str | Path) -> list[str]:

@@ -215,6 +215,10 @@ class Beit3Task(L.LightningModule):
             values = {self.key_metric: values * self.metric_scale}
         values = {f"{stage}/{name}": value for name, value in values.items()}
         self.log_dict(values, prog_bar=stage == "val", sync_dist=False)
+        key = f"{stage}/{self.key_metric}"
+        if stage == "val" and key in values:
+            # TensorBoard's HPARAMS tab shows hp_metric next to the hyper-parameters: make it the key metric.
+            self.log("hp_metric", values[key], sync_dist=False)
         metric.reset()
         return values
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from beit3_lightning.data.references import MissingAnswersError
 from beit3_lightning.losses import vqa_bce_loss
 from beit3_lightning.metrics import VQAScore
 from beit3_lightning.modeling.heads import Beit3ForVisualQuestionAnswering
@@ -43,9 +44,9 @@ class VQATask(Beit3Task):
 
     def eval_step(self, batch: dict[str, Any], metric: VQAScore, stage: str) -> None:
         if "labels" not in batch:
-            raise ValueError(
-                f"the VQAv2 {stage} split has no answers to score; use `beit3 predict` to write the submission "
-                "file, or evaluate a split with annotations"
+            raise MissingAnswersError(
+                f"the VQAv2 {stage} split has no public answers to score; use `beit3 predict` to write the "
+                "submission file, or `beit3 validate` to score rest_val"
             )
         logits = self._logits(batch)
         self.log(f"{stage}/loss", vqa_bce_loss(logits, batch["labels"]), batch_size=len(logits))
