@@ -8,6 +8,7 @@ beit3 test --config configs/sample/vqav2.yaml --ckpt_path best        # official
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import sys
 import tempfile
@@ -74,10 +75,11 @@ class KeyMetricCheckpoint(ModelCheckpoint):
             if self.filename is None:
                 self.filename = "best"
             self.auto_insert_metric_name = False
-            # The key metric is a validation metric: save after validation, not at the end of the training epoch
-            # (Lightning may pick the latter before it knows the run validates, and then never finds the metric).
-            if self._save_on_train_epoch_end is None and trainer.limit_val_batches != 0:
-                self._save_on_train_epoch_end = False
+        key = f"val/{pl_module.key_metric}" if getattr(pl_module, "key_metric", "") else None
+        # The key metric is a validation metric: save after validation, not at the end of the training epoch
+        # (Lightning may pick the latter before it knows the run validates, and then never finds the metric).
+        if self.monitor == key and self._save_on_train_epoch_end is None and trainer.limit_val_batches != 0:
+            self._save_on_train_epoch_end = False
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
         if stage == "fit":
@@ -216,7 +218,13 @@ def check_run_checkpoint(path: str, model_class_path: str | None) -> None:
 
 
 class Beit3ArgumentParser(LightningArgumentParser):
-    """LightningCLI's parser, whose "unrecognized arguments" error names the closest known option."""
+    """LightningCLI's parser, whose "unrecognized arguments" error names the closest known option, and whose
+    parsed config (``--print_config`` included) shows the checkpoint ``monitor`` / ``mode`` / ``filename`` the run
+    really uses: the task's key metric, which :class:`KeyMetricCheckpoint` would otherwise only fill in at setup."""
+
+    def _parse_common(self, cfg, *args: Any, **kwargs: Any):
+        fill_key_metric_checkpoint(cfg)
+        return super()._parse_common(cfg, *args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
         if message.startswith("unrecognized arguments:"):
@@ -229,6 +237,26 @@ class Beit3ArgumentParser(LightningArgumentParser):
             if hints:
                 message += f" (did you mean: {', '.join(hints)}?)"
         super().error(message, ex)
+
+
+def fill_key_metric_checkpoint(cfg) -> None:
+    """Set ``checkpoint.monitor`` / ``mode`` / ``filename`` from the task class's key metric where unset."""
+    try:
+        class_path, monitor = cfg.get("model.class_path"), cfg.get("checkpoint.monitor")
+    except (AttributeError, KeyError, TypeError):
+        return
+    if not class_path or monitor is not None or cfg.get("checkpoint") is None:
+        return
+    try:
+        module, _, name = str(class_path).rpartition(".")
+        task = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return  # the parser reports a bad class_path itself
+    if getattr(task, "key_metric", ""):
+        cfg["checkpoint.monitor"] = f"val/{task.key_metric}"
+        cfg["checkpoint.mode"] = task.key_metric_mode
+        if cfg.get("checkpoint.filename") is None:
+            cfg["checkpoint.filename"] = "best"
 
 
 class Beit3CLI(LightningCLI):
@@ -291,6 +319,22 @@ def default_precision() -> str:
     return "32-true"
 
 
+def help_epilog(subcommand: str) -> str:
+    """The end of ``beit3 <subcommand> --help``: where a BEiT-3 user's options are among Lightning's hundreds."""
+    from beit3_lightning.task_table import HEADS
+
+    tasks = ", ".join(spec.task_class.rsplit(":", 1)[1] for spec in HEADS.values())
+    return (
+        f"The options a BEiT-3 run needs (most of the list above is Lightning's): --config "
+        f"configs/<dataset>/<recipe>.yaml (or configs/sample/<dataset>.yaml); data: --data.init_args.root, "
+        f"tokenizer, img_size, batch_size, num_workers; model: --model.init_args.init_from, lr, layer_decay, "
+        f"warmup_epochs / warmup_steps, drop_path, grad_checkpointing; --ckpt_path (resume or evaluate a "
+        f"checkpoint). Every option of one task: `beit3 {subcommand} --model.help <Task>` ({tasks}); of its "
+        f"DataModule: `beit3 {subcommand} --data.help <DataModule>` (e.g. VQAv2DataModule). The full resolved "
+        f"config: `beit3 {subcommand} --config ... --print_config`."
+    )
+
+
 def make_cli(args: list[str] | None = None, run: bool = True) -> Beit3CLI:
     """The ``beit3`` LightningCLI; ``run=False`` only parses ``args`` and instantiates (tests, notebooks)."""
     return Beit3CLI(
@@ -311,6 +355,7 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> Beit3CLI:
             "description": "BEiT-3 on PyTorch Lightning. Subcommands: fit, validate, test, predict (below) and "
             "prepare (build dataset indexes: `beit3 prepare --help`), download (official files by name: "
             "`beit3 download --list`).",
+            **{subcommand: {"epilog": help_epilog(subcommand)} for subcommand in ("fit", "validate", "test", "predict")},
         },
     )
 

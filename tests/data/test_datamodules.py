@@ -239,13 +239,27 @@ def test_bad_arguments_fail_clearly(tmp_path: Path) -> None:
 def test_generate_sample_calls_ensure_sample_dataset_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     monkeypatch.setattr("beit3_lightning.data.sample.ensure_sample_dataset", lambda *args, **kw: calls.append(args))
-    dm = CaptioningDataModule("/data/nocaps", task="nocaps", coco_root="/data/coco", generate_sample=True)
+    dm = CaptioningDataModule("/x/sample/nocaps", task="nocaps", coco_root="/x/sample/coco", generate_sample=True)
     dm.prepare_data()
     dm.prepare_data()
-    assert calls == [("nocaps", "/data/nocaps"), ("coco_captioning", "/data/coco")]
+    assert calls == [("nocaps", "/x/sample/nocaps"), ("coco_captioning", "/x/sample/coco")]
     calls.clear()
     NLVR2DataModule("/data/nlvr2").prepare_data()
     assert calls == []
+
+
+def test_generate_sample_refuses_a_root_that_is_not_a_sample_directory(tmp_path: Path) -> None:
+    # A mistyped path to real data must not be filled with the sample: only `.../sample/<dataset>` is generated.
+    typo = tmp_path / "data" / "vqa2"
+    with pytest.raises(FileNotFoundError, match=r"does not hold the vqav2 sample, and generate_sample only writes"):
+        VQAv2DataModule(str(typo), generate_sample=True).prepare_data()
+    assert not typo.exists()
+    made = VQAv2DataModule(str(tmp_path / "sample" / "vqav2"), generate_sample=True)
+    made.prepare_data()
+    # Once generated, the sample is recognised wherever it is (its marker file), e.g. after moving it.
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "sample" / "vqav2").rename(moved)
+    VQAv2DataModule(str(moved), generate_sample=True).prepare_data()
 
 
 def test_datamodule_arguments_parse_with_jsonargparse(tmp_path: Path) -> None:
@@ -317,7 +331,9 @@ def test_seed_worker_seeds_python_and_numpy_from_torch(monkeypatch: pytest.Monke
 def test_generated_sample_dataset_end_to_end(task: str, tmp_path: Path) -> None:
     """The real sample generator + index builders + this DataModule (what the sample configs run)."""
     cls = VQAv2DataModule if task == "vqav2" else CaptioningDataModule
-    dm = cls(str(tmp_path / task), generate_sample=True, img_size=48, batch_size=8, num_workers=0, max_text_len=32)
+    dm = cls(
+        str(tmp_path / "sample" / task), generate_sample=True, img_size=48, batch_size=8, num_workers=0, max_text_len=32
+    )
     dm.setup("fit")
     assert len(dm.datasets["train"]) >= 50 and len(dm.datasets["val"]) >= 50
     batch = first_batch(dm.train_dataloader())

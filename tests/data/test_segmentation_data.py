@@ -88,7 +88,7 @@ def test_dataset_names_a_mask_changed_after_indexing(ade_sample: Path, tmp_path:
 
 def test_datamodule_on_the_ade20k_sample(tmp_path: Path) -> None:
     dm = SegmentationDataModule(
-        str(tmp_path / "ade"), task="ade20k", img_size=64, batch_size=4, eval_batch_size=3, num_workers=0,
+        str(tmp_path / "sample" / "ade20k"), task="ade20k", img_size=64, batch_size=4, eval_batch_size=3, num_workers=0,
         generate_sample=True,
     )  # fmt: skip
     assert dm.num_classes == 5 and dm.class_names == list(ADE_CLASSES) and dm.ignore_index == 255
@@ -108,12 +108,17 @@ def test_datamodule_on_the_ade20k_sample(tmp_path: Path) -> None:
 
 def test_datamodule_on_the_own_dataset_sample(tmp_path: Path) -> None:
     dm = SegmentationDataModule(
-        str(tmp_path / "own"), task="segmentation", img_size=48, batch_size=2, num_workers=0, generate_sample=True
+        str(tmp_path / "sample" / "own"),
+        task="segmentation",
+        img_size=48,
+        batch_size=2,
+        num_workers=0,
+        generate_sample=True,
     )
     assert dm.num_classes == 5 and dm.class_names == list(CLASSES)
     dm.setup("validate")
     dataset = dm.datasets["val"]
-    raw = np.asarray(Image.open(tmp_path / "own" / dataset.records[0]["mask_path"]))
+    raw = np.asarray(Image.open(tmp_path / "sample" / "own" / dataset.records[0]["mask_path"]))
     assert np.array_equal(dataset[0]["label"].numpy(), raw)  # no reduce_zero_label: palette index = class id
     assert read_class_info(dm.index_dir, "segmentation")["reduce_zero_label"] is False
 

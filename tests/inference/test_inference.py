@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 from beit3_lightning.data.tokenizer import Beit3Tokenizer
+from beit3_lightning.hub import file_sha256
 from beit3_lightning.inference import (
     CaptioningPredictor,
     ImageClassificationPredictor,
@@ -351,7 +353,7 @@ def test_lightning_checkpoint_from_the_cli(tmp_path, monkeypatch):
     from beit3_lightning.cli import main
 
     monkeypatch.chdir(tmp_path)
-    root = tmp_path / "vqav2"
+    root = tmp_path / "sample" / "vqav2"
     main(
         [
             "fit",
@@ -379,6 +381,22 @@ def test_lightning_checkpoint_from_the_cli(tmp_path, monkeypatch):
     batch = predictor.processor(images=[image, image], text=["what shape is red?", "how many shapes are there?"])
     logits = predictor.model(batch["image"], batch["language_tokens"], batch["padding_mask"])
     assert answers == [label2ans[i] for i in logits.argmax(-1).tolist()]
+
+    # The checkpoint carries its answers and names its tokenizer: moved elsewhere with the data gone, it answers.
+    saved_ckpt = torch.load(ckpt, weights_only=True)
+    assert saved_ckpt["hyper_parameters"]["answers"] == label2ans
+    assert saved_ckpt["beit3_tokenizer"]["sha256"] == file_sha256(Beit3Tokenizer.sample().path)
+    pixels = Image.open(image).convert("RGB")
+    moved = tmp_path / "elsewhere" / "vqa.ckpt"
+    moved.parent.mkdir()
+    shutil.copy(ckpt, moved)
+    shutil.rmtree(root)
+    monkeypatch.chdir(moved.parent)
+    assert load_model(moved).answer([pixels, pixels], ["what shape is red?", "how many shapes are there?"]) == answers
+    saved_ckpt["beit3_tokenizer"]["sha256"] = "0" * 64  # as if trained with another tokenizer of the same name
+    torch.save(saved_ckpt, moved)
+    with pytest.warns(UserWarning, match="is a different file: its token ids will not mean what the model learned"):
+        load_model(moved)
 
 
 # ----- pictures for the notebooks ---------------------------------------------------------------------------------

@@ -32,6 +32,14 @@ def help_text(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out
 
 
+def test_subcommand_help_ends_with_where_the_beit3_options_are(capsys: pytest.CaptureFixture[str]) -> None:
+    tail = " ".join(help_text(["fit", "--help"], capsys).split()[-120:])
+    assert "The options a BEiT-3 run needs" in tail and "`beit3 fit --model.help <Task>`" in tail
+    assert "SegmentationTask" in tail and "--data.init_args.root" in tail
+    task_help = help_text(["test", "--model.help", "SegmentationTask"], capsys)
+    assert "--model.test_scales" in task_help and "--trainer.max_epochs" not in task_help
+
+
 def test_top_level_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     text = help_text(["--help"], capsys)
     for word in ("fit", "validate", "test", "predict", "prepare"):

@@ -78,9 +78,14 @@ def sample_root(tmp_path_factory) -> Path:
 
 def sample_args(name: str, root: Path) -> list[str]:
     args = ["--config", str(CONFIGS / "sample" / f"{name}.yaml"), "--trainer.logger", "false"]
-    args += ["--data.init_args.root", str(root / name), "--trainer.default_root_dir", str(root / "runs" / name)]
+    args += [
+        "--data.init_args.root",
+        str(root / "sample" / name),
+        "--trainer.default_root_dir",
+        str(root / "runs" / name),
+    ]
     if name == "nocaps":
-        args += ["--data.init_args.coco_root", str(root / "coco_captioning")]
+        args += ["--data.init_args.coco_root", str(root / "sample" / "coco_captioning")]
     return args
 
 
@@ -265,3 +270,14 @@ def test_pretraining_recipe_has_the_papers_settings(parser, size):
     assert (data.text_mask_prob, data.pair_text_mask_prob, data.image_mask_ratio) == (0.15, 0.5, 0.4)
     assert (data.min_mask_block, data.img_size, model.model) == (16, 224, size)
     assert data.visual_tokenizer == "vqkd_encoder_base_decoder_3x768x12_clip-d5036aa7.pth"
+
+
+@pytest.mark.parametrize(("recipe", "monitor", "mode"), [("nlvr2/base_224", "val/acc", "max"),
+                                                          ("ade20k/base_512", "val/mIoU", "max")])  # fmt: skip
+def test_print_config_shows_the_checkpoint_monitor_and_mode_the_run_uses(monkeypatch, recipe, monitor, mode):
+    monkeypatch.setattr(sys, "argv", ["beit3"])
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS / f"{recipe}.yaml"), "--print_config"])
+    checkpoint = yaml.safe_load(out.getvalue())["checkpoint"]
+    assert (checkpoint["monitor"], checkpoint["mode"], checkpoint["filename"]) == (monitor, mode, "best")

@@ -223,10 +223,10 @@ def run_cli(monkeypatch, tmp_path: Path, subcommand: str, sample: str, *extra: s
     """Run ``beit3 <subcommand>`` on a sample config with data and logs under ``tmp_path``; returns the log dir."""
     monkeypatch.setattr(sys, "argv", ["beit3"])  # LightningCLI warns when args and sys.argv are both given
     args = [subcommand, "--config", str(CONFIGS / "sample" / f"{sample}.yaml")]
-    args += ["--data.init_args.root", str(tmp_path / "data" / sample), "--data.init_args.num_workers", "0"]
+    args += ["--data.init_args.root", str(tmp_path / "data" / "sample" / sample), "--data.init_args.num_workers", "0"]
     args += ["--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false"]
     if sample == "nocaps":
-        args += ["--data.init_args.coco_root", str(tmp_path / "data" / "coco_captioning")]
+        args += ["--data.init_args.coco_root", str(tmp_path / "data" / "sample" / "coco_captioning")]
     main([*args, *extra])
     return tmp_path / "run" / "lightning_logs" / "version_0"
 

@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 Stage = Literal["fit", "validate", "test", "predict"] | None
+# generate_sample writes the embedded sample only into a directory `<anything>/sample/<dataset>`.
+SAMPLE_DIR_NAME = "sample"
 # The skip fraction is judged once this many items were read (one bad file among the first ten is not a trend).
 MIN_ITEMS_FOR_SKIP_FRACTION = 100
 # The datasets a shared DataModule serves, from the task table (the CLI lists and checks them).
@@ -156,7 +158,9 @@ class Beit3DataModule(L.LightningDataModule):
         seed: seed of shuffling, augmentation and caption masking.
         pin_memory: pin host memory of batches (only when CUDA is available).
         generate_sample: ``prepare_data()`` writes the embedded sample dataset (raw files + indexes) into ``root``
-            if it is not there yet, so the sample configs run on a fresh clone.
+            if it is not there yet, so the sample configs run on a fresh clone. Only a ``.../sample/<dataset>``
+            root is generated (default ``data/sample/<dataset>``); any other root that does not hold the sample is
+            an error (a mistyped path to real data is not filled with sample pictures).
         index_dir: directory of the ``*.jsonl`` index files (default: ``root``).
         interpolation: resize filter (``bicubic`` as the reference's ``--train_interpolation``).
         shards: train from this shard set instead of the JSONL train index (a directory or URL written by
@@ -289,10 +293,18 @@ class Beit3DataModule(L.LightningDataModule):
         """Write the embedded sample dataset when ``generate_sample`` is set (idempotent)."""
         if not self.generate_sample or self._sample_ready:
             return
-        from beit3_lightning.data.sample import ensure_sample_dataset
+        from beit3_lightning.data.sample import ensure_sample_dataset, is_sample_dataset
 
         tokenizer = None if self.tokenizer_path == "sample" else self.tokenizer
         for name, root in self.sample_datasets():
+            # Only a `.../sample/<dataset>` directory is generated: a mistyped path to real data must fail, not
+            # silently fill a new directory with pictures of shapes.
+            if not is_sample_dataset(root, name) and Path(root).parent.name != SAMPLE_DIR_NAME:
+                raise FileNotFoundError(
+                    f"data root {root} does not hold the {name} sample, and generate_sample only writes the sample "
+                    f"into a '{SAMPLE_DIR_NAME}/{name}' directory (default data/{SAMPLE_DIR_NAME}/{name}). For your "
+                    f"own data: --data.init_args.generate_sample false and `beit3 prepare {name} --data-root ...`"
+                )
             ensure_sample_dataset(name, root, tokenizer=tokenizer)
         self._sample_ready = True
 

@@ -112,7 +112,24 @@ def build_tokenizer(
             f"{path} is {info.describe()} and needs its tokenizer: pass tokenizer='path/to/beit3.spm' for the "
             f"official checkpoints ({BEIT3_SPM_URL}) or tokenizer='sample' for models trained on the sample data"
         )
+    saved = ckpt.tokenizer
+    if tokenizer is None and saved.get("path") and not Path(saved["path"]).is_file() and source == saved["path"]:
+        raise ValueError(
+            f"{path} was trained with the tokenizer {saved['path']} (sha256 {saved.get('sha256', '?')}), which is not "
+            "on this machine: pass tokenizer='path/to/that file' (beit3.spm for models fine-tuned from the official "
+            "checkpoints)"
+        )
     tok = source if isinstance(source, Beit3Tokenizer) else Beit3Tokenizer(source)
+    if saved.get("sha256"):
+        from beit3_lightning.hub import file_sha256
+
+        if file_sha256(tok.path) != saved["sha256"]:
+            warnings.warn(
+                f"{path} was trained with the tokenizer {saved.get('path')} (sha256 {saved['sha256'][:12]}...) but "
+                f"{tok.path} is a different file: its token ids will not mean what the model learned",
+                UserWarning,
+                stacklevel=3,
+            )
     if tok.vocab_size > info.vocab_size:
         raise ValueError(
             f"the tokenizer {tok.path} has {tok.vocab_size} ids but the model in {path} embeds only "
@@ -159,7 +176,9 @@ def task_defaults(info: CheckpointInfo, ckpt: LoadedCheckpoint) -> dict[str, Any
                           ("test_flip", "flip")):  # fmt: skip
             if ckpt.hparams.get(key) is not None:
                 defaults[name] = ckpt.hparams[key]
-    if info.head == "vqav2" and ckpt.data_hparams:
+    if info.head == "vqav2" and ckpt.hparams.get("answers") is not None:
+        defaults["answers"] = list(ckpt.hparams["answers"])  # saved in the checkpoint by VQATask
+    elif info.head == "vqav2" and ckpt.data_hparams:
         index_dir = ckpt.data_hparams.get("index_dir") or ckpt.data_hparams.get("root")
         answers = Path(index_dir) / "answer2label.txt" if index_dir else None
         if answers is not None and answers.is_file():

@@ -73,6 +73,10 @@ class LoadReport:
 
 
 # ----- reading -------------------------------------------------------------------------------------------------
+# Top-level entry of our Lightning checkpoints describing the training tokenizer (Beit3Task.on_save_checkpoint).
+TOKENIZER_KEY = "beit3_tokenizer"
+
+
 @dataclass
 class LoadedCheckpoint:
     """Weights plus, for Lightning checkpoints, the task's and the DataModule's hyper-parameters."""
@@ -80,6 +84,8 @@ class LoadedCheckpoint:
     state: dict[str, Tensor]
     hparams: dict[str, Any] = field(default_factory=dict)
     data_hparams: dict[str, Any] = field(default_factory=dict)
+    # The tokenizer the model was trained with: {"path", "sha256", "vocab_size"} (saved by our tasks).
+    tokenizer: dict[str, Any] = field(default_factory=dict)
 
 
 def read_checkpoint(path: str | Path, model_key: str = "model|module") -> LoadedCheckpoint:
@@ -124,6 +130,7 @@ def read_checkpoint(path: str | Path, model_key: str = "model|module") -> Loaded
             lightning_model_weights(obj, str(path)),
             dict(obj.get("hyper_parameters") or {}),
             dict(obj.get("datamodule_hyper_parameters") or {}),
+            dict(obj.get(TOKENIZER_KEY) or {}),
         )
     return LoadedCheckpoint(unwrap_state_dict(obj, model_key, source_name=str(path)))
 

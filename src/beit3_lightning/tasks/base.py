@@ -23,7 +23,7 @@ from beit3_lightning.checkpoint_io import use_atomic_checkpoint_io
 from beit3_lightning.data.tokenizer import Beit3Tokenizer
 from beit3_lightning.data.transforms import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from beit3_lightning.modeling import Beit3Config
-from beit3_lightning.modeling.checkpoint import CheckpointError, first_non_finite, load_checkpoint
+from beit3_lightning.modeling.checkpoint import TOKENIZER_KEY, CheckpointError, first_non_finite, load_checkpoint
 from beit3_lightning.modeling.heads import Beit3TaskModel
 from beit3_lightning.optim import build_scheduler, param_groups
 from beit3_lightning.task_table import DATASETS, datasets_of_head
@@ -160,6 +160,9 @@ class Beit3Task(L.LightningModule):
         return callbacks
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.tokenizer is not None:
+            # Which tokenizer the ids meant: load_model warns when it is given another one (same name, other file).
+            checkpoint[TOKENIZER_KEY] = self._tokenizer_record()
         # The CLI links ``num_classes`` to every task and records None for tasks without classes; `beit3 validate
         # --ckpt_path` re-parses the saved hyperparameters, and RetrievalTask & co. reject an unknown argument.
         hparams = checkpoint.get("hyper_parameters", {})
@@ -172,6 +175,14 @@ class Beit3Task(L.LightningModule):
         bad = first_non_finite(checkpoint.get("state_dict") or {})
         if bad is not None:
             raise CheckpointError(f"the checkpoint holds non-finite values in {bad}; it cannot be evaluated or resumed")
+
+    def _tokenizer_record(self) -> dict[str, Any]:
+        if getattr(self, "_tokenizer_info", None) is None or self._tokenizer_info["path"] != str(self.tokenizer.path):
+            from beit3_lightning.hub import file_sha256
+
+            path = str(self.tokenizer.path)
+            self._tokenizer_info = {"path": path, "sha256": file_sha256(path), "vocab_size": self.tokenizer.vocab_size}
+        return dict(self._tokenizer_info)
 
     # ----- data ----------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

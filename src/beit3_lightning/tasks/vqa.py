@@ -19,16 +19,18 @@ class VQATask(Beit3Task):
 
     Args:
         num_classes: answers in the vocabulary (3129 for VQAv2; linked from the DataModule's ``answer2label.txt``).
+        answers: the answer strings in label order; default: the DataModule's ``answer2label.txt``. They are saved
+            in checkpoints, so ``load_model(ckpt).answer(...)`` works on a machine without the training data.
         **kwargs: the shared recipe of :class:`Beit3Task`. The official recipe uses ``layer_decay=1.0`` with
             ``head_lr_scale=20`` and AdamW betas (0.9, 0.98).
     """
 
     head = "vqav2"
 
-    def __init__(self, num_classes: int = 3129, **kwargs: Any):
+    def __init__(self, num_classes: int = 3129, answers: list[str] | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.attach_model(Beit3ForVisualQuestionAnswering(self.config, num_classes=num_classes))
-        self.answers: list[str] | None = None  # label -> answer string, from the DataModule in setup
+        self.answers: list[str] | None = list(answers) if answers is not None else None  # label -> answer
         self.val_metric = VQAScore()
         self.test_metric = VQAScore()
 
@@ -60,8 +62,13 @@ class VQATask(Beit3Task):
 
     def attach_data(self, datamodule) -> None:
         super().attach_data(datamodule)
-        if hasattr(datamodule, "label2ans"):
+        if hasattr(datamodule, "label2ans") and self.answers is None:
             self.answers = datamodule.label2ans
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.answers is not None:  # the checkpoint answers on its own, without the data directory
+            checkpoint.setdefault("hyper_parameters", {})["answers"] = list(self.answers)
 
     def label2ans(self) -> list[str]:
         """Answer strings in label order, from the DataModule's ``answer2label.txt``."""

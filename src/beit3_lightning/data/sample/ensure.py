@@ -38,6 +38,11 @@ def _marker(dataset: str) -> dict[str, object]:
     return {"dataset": dataset, "version": SAMPLE_VERSION}
 
 
+def is_sample_dataset(root: str | os.PathLike[str], dataset: str) -> bool:
+    """Whether ``root`` holds the current version of the sample ``dataset`` (nothing to generate)."""
+    return _is_current(Path(root), dataset)
+
+
 def _is_current(root: Path, dataset: str) -> bool:
     try:
         return json.loads((root / MARKER_NAME).read_text(encoding="utf-8")) == _marker(dataset)
