@@ -355,7 +355,7 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> Beit3CLI:
             "description": "BEiT-3 on PyTorch Lightning. Subcommands: fit, validate, test, predict (below) and "
             "prepare (build dataset indexes: `beit3 prepare --help`), download (official files by name: "
             "`beit3 download --list`).",
-            **{subcommand: {"epilog": help_epilog(subcommand)} for subcommand in ("fit", "validate", "test", "predict")},
+            **{command: {"epilog": help_epilog(command)} for command in ("fit", "validate", "test", "predict")},
         },
     )
 
