@@ -149,6 +149,22 @@ def test_tensorboard_samples_log_the_first_batch_every_n_epochs_from_epoch_0(tmp
     assert described == [(0, 0, 2), (2, 0, 2), (4, 0, 2)]
 
 
+def test_panels_spread_over_the_batch_and_carry_their_text_under_the_image():
+    from beit3_lightning.callbacks.tensorboard import compose_panel, spread_items
+
+    batch = {"image": torch.arange(10).view(10, 1, 1, 1).float(), "qid": list(range(10)), "flag": True}
+    picked = spread_items(batch, 4)
+    assert picked["image"].flatten().tolist() == [0, 3, 6, 9] and picked["qid"] == [0, 3, 6, 9] and picked["flag"]
+    assert spread_items(batch, 20) is batch and spread_items({"pairs": {}}, 2) == {"pairs": {}}
+    image = torch.zeros(3, 48, 64)
+    image[0] = 1.0  # red
+    panel = compose_panel(image, "**predicted:** a red square  \n**true:** a red square")
+    assert panel.shape[0] == 3 and panel.shape[2] == 64 * 4 and panel.shape[1] > 48 * 4
+    assert torch.equal(panel[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))  # the image, enlarged, on top
+    text_rows = panel[:, 48 * 4 :, :]
+    assert (text_rows < 0.5).any() and (text_rows == 1.0).float().mean() > 0.5  # dark letters on white
+
+
 def test_tensorboard_samples_skips_sharded_weights_with_a_warning(tmp_path):
     called = []
     module = SimpleNamespace(describe_batch=lambda batch, n: called.append(n) or [])
@@ -242,7 +258,7 @@ def test_predict_vqav2_writes_the_submission_file(monkeypatch, tmp_path):
     assert len(records) == 6
     ids = [r["question_id"] for r in records]
     assert ids == sorted(set(ids))
-    answers = set(load_answer2label(str(tmp_path / "data" / "vqav2" / "answer2label.txt")))
+    answers = set(load_answer2label(str(tmp_path / "data" / "sample" / "vqav2" / "answer2label.txt")))
     for record in records:
         assert set(record) == {"question_id", "answer"} and isinstance(record["question_id"], int)
         assert record["answer"] in answers
@@ -282,7 +298,8 @@ def test_fit_logs_sample_panels_to_tensorboard(monkeypatch, tmp_path):
     # add_text stores its panel under "<tag>/text_summary".
     assert {f"val_samples/{i:02d}_text/text_summary" for i in range(3)} <= set(tags["tensors"])
     image = events.Images("val_samples/00_image")[0]
-    assert (image.width, image.height) == (96, 48)  # two 48 px images side by side
+    # Two 48 px images side by side, enlarged x3 to at least 256 px wide, with the text written under them.
+    assert image.width == 288 and image.height > 144 + 3 * 15
     text = events.Tensors("val_samples/00_text/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "**statement:**" in text and "**predicted:**" in text and "**true:**" in text
     assert "val/acc" in tags["scalars"]
