@@ -180,7 +180,7 @@ def test_segmentation_sample_configs_instantiate(parser, sample_root, name):
 
     init = parser.instantiate_classes(parser.parse_args(sample_args(name, sample_root)))
     assert type(init.model) is SegmentationTask and type(init.data) is SegmentationDataModule
-    assert init.model.config.img_size == init.data.img_size == 64
+    assert init.model.config.img_size == init.data.img_size == 128
     assert init.model.model.num_classes == init.data.num_classes == len(init.data.class_names) > 2
 
 
