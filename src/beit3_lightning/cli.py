@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -227,6 +229,7 @@ class Beit3ArgumentParser(LightningArgumentParser):
         return super()._parse_common(cfg, *args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
+        message = unknown_init_option_message(message) or message
         if message.startswith("unrecognized arguments:"):
             known = [option for option in self._option_string_actions if option.startswith("--")]
             hints = []
@@ -237,6 +240,44 @@ class Beit3ArgumentParser(LightningArgumentParser):
             if hints:
                 message += f" (did you mean: {', '.join(hints)}?)"
         super().error(message, ex)
+
+
+_NOT_ACCEPTED = re.compile(
+    r"Parser key \"(model|data)\".*?class_path '([\w.]+)':\s*Option '(\w+)' is not accepted", re.S
+)
+
+
+def init_option_names(cls: type) -> list[str]:
+    """``__init__`` argument names of ``cls`` and of the bases it passes ``**kwargs`` on to."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass.__module__.startswith(("lightning", "builtins")):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names += [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return list(dict.fromkeys(names))
+
+
+def unknown_init_option_message(message: str) -> str | None:
+    """jsonargparse's many-line report of a misspelt ``--model.init_args.X`` / ``--data.init_args.X`` as one line
+    naming the class and the closest option it does take."""
+    match = _NOT_ACCEPTED.search(message)
+    if match is None:
+        return None
+    key, class_path, option = match.groups()
+    try:
+        module, _, name = class_path.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    close = difflib.get_close_matches(option, init_option_names(cls), n=1, cutoff=0.6)
+    hint = f" (did you mean --{key}.init_args.{close[0]}?)" if close else ""
+    return (
+        f"--{key}.init_args.{option} is not an option of {cls.__name__}{hint}; its options: "
+        f"`beit3 fit --{key}.help {cls.__name__}`"
+    )
 
 
 def fill_key_metric_checkpoint(cfg) -> None:

@@ -80,3 +80,15 @@ def test_test_on_a_split_without_public_answers(vqa_args):
         "submission file, or `beit3 validate` to score rest_val",
         "(run with --debug or BEIT3_DEBUG=1 for the traceback)",
     ]
+
+
+@pytest.mark.parametrize(("option", "expected"), [
+    ("--model.init_args.layer_decy", "--model.init_args.layer_decy is not an option of VQATask (did you mean "
+                                     "--model.init_args.layer_decay?); its options: `beit3 fit --model.help VQATask`"),
+    ("--data.init_args.batch_sze", "--data.init_args.batch_sze is not an option of VQAv2DataModule (did you mean "
+                                   "--data.init_args.batch_size?); its options: `beit3 fit --data.help VQAv2DataModule`"),
+])  # fmt: skip
+def test_a_misspelt_task_or_data_option_names_the_closest_one(vqa_args, option, expected):
+    proc = beit3("fit", *vqa_args, option, "0.5")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: {expected}" in proc.stderr.splitlines()

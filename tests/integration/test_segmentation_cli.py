@@ -33,7 +33,8 @@ def ade_root(tmp_path_factory) -> Path:
 
 def args(root: Path, out: Path, *extra: str) -> list[str]:
     return ["--config", str(CONFIG), f"--data.init_args.root={root}", f"--trainer.default_root_dir={out}",
-            "--data.init_args.num_workers=0", "--trainer.enable_progress_bar=false", *extra]  # fmt: skip
+            "--data.init_args.num_workers=0", "--trainer.enable_progress_bar=false",
+            "--data.init_args.img_size=64", *extra]  # fmt: skip  # 64 px: 4x faster than the config's 128
 
 
 def test_fit_learns_predict_writes_pngs_and_the_checkpoint_travels(ade_root: Path, tmp_path: Path, monkeypatch):
