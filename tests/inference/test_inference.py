@@ -208,6 +208,10 @@ def test_answer(checkpoints, tokenizer, tmp_path):
     batch = predictor.processor(images=images, text=questions)
     logits = model(batch["image"], batch["language_tokens"], batch["padding_mask"])
     assert answers == [ANSWERS[i] for i in logits.argmax(-1).tolist()]
+    ranked = predictor.answer(images, questions, top_k=3)
+    assert [[a for a, _ in row] for row in ranked] == [[ANSWERS[i] for i in r] for r in logits.topk(3).indices.tolist()]
+    assert np.allclose([[p for _, p in row] for row in ranked], logits.sigmoid().topk(3).values.detach(), atol=1e-6)
+    assert [row[0][0] for row in ranked] == answers
     # One image, several questions: the image is paired with each.
     assert predictor.answer(images[0], questions) == [answers[0], predictor.answer(images[0], questions[1])[0]]
     with pytest.raises(ValueError, match="2 images and 3 questions"):

@@ -129,7 +129,7 @@ class Beit3Predictor:
         """ImageNet-style classification; see :class:`ImageClassificationPredictor`."""
         raise self._wrong_call("classify")
 
-    def answer(self, images: ImageInput, questions: TextInput) -> list[str]:
+    def answer(self, images: ImageInput, questions: TextInput, top_k: int | None = None) -> list:
         """Visual question answering; see :class:`VQAPredictor`."""
         raise self._wrong_call("answer")
 

@@ -61,12 +61,25 @@ class VQAPredictor(Beit3Predictor):
             out.append(self.model(batch["image"], batch["language_tokens"], batch["padding_mask"]).float().cpu())
         return torch.cat(out)
 
-    def answer(self, images: ImageInput, questions: TextInput) -> list[str]:
-        """The best answer string for each (image, question) pair."""
+    def answer(
+        self, images: ImageInput, questions: TextInput, top_k: int | None = None
+    ) -> list[str] | list[list[tuple[str, float]]]:
+        """The best answer string for each (image, question) pair; with ``top_k``, the ``top_k`` best answers of
+        each pair as ``(answer, score)``, best first. Scores are sigmoids in [0, 1], independent per answer (the
+        model is trained with binary cross-entropy on soft VQA scores), so they need not sum to 1."""
         if self.label2ans is None:
             looked = f" (looked for {self.answers_hint})" if self.answers_hint else ""
             raise ValueError(
                 f"answer() needs the answer vocabulary{looked}: pass answers='path/to/answer2label.txt' (or a list "
                 "of answers in label order) to load_model, or call predictor.set_answers(...)"
             )
-        return [self.label2ans[i] for i in self.logits(images, questions).argmax(-1).tolist()]
+        logits = self.logits(images, questions)
+        if top_k is None:
+            return [self.label2ans[i] for i in logits.argmax(-1).tolist()]
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        best = logits.sigmoid().topk(min(top_k, logits.shape[-1]), dim=-1)
+        return [
+            [(self.label2ans[i], score) for i, score in zip(indices.tolist(), scores.tolist())]
+            for indices, scores in zip(best.indices, best.values)
+        ]
