@@ -85,8 +85,9 @@ def test_test_on_a_split_without_public_answers(vqa_args):
 @pytest.mark.parametrize(("option", "expected"), [
     ("--model.init_args.layer_decy", "--model.init_args.layer_decy is not an option of VQATask (did you mean "
                                      "--model.init_args.layer_decay?); its options: `beit3 fit --model.help VQATask`"),
-    ("--data.init_args.batch_sze", "--data.init_args.batch_sze is not an option of VQAv2DataModule (did you mean "
-                                   "--data.init_args.batch_size?); its options: `beit3 fit --data.help VQAv2DataModule`"),
+    ("--data.init_args.batch_sze", "--data.init_args.batch_sze is not an option of VQAv2DataModule (did you "
+                                   "mean --data.init_args.batch_size?); its options: "
+                                   "`beit3 fit --data.help VQAv2DataModule`"),
 ])  # fmt: skip
 def test_a_misspelt_task_or_data_option_names_the_closest_one(vqa_args, option, expected):
     proc = beit3("fit", *vqa_args, option, "0.5")
