@@ -37,17 +37,42 @@ TASK_ALIASES: dict[str, str] = ALIASES
 resolve_task = resolve_dataset
 
 # One image: a PIL image (16-bit and float ones are scaled to 8 bits), an HWC (or HW) uint8 array (uint16 is
-# scaled too), or a path to an image file.
-SingleImage = Image.Image | np.ndarray | str | os.PathLike
+# scaled too), a CHW torch tensor (uint8 0..255 or float 0..1; a BCHW tensor is a batch), or a path to an image file.
+SingleImage = Image.Image | np.ndarray | torch.Tensor | str | os.PathLike
 ImageInput = SingleImage | Sequence[SingleImage]
 TextInput = str | Sequence[str]
 
-_ACCEPTED_IMAGES = "a PIL image, an HxWx3 uint8 numpy array, a path to an image file, or a list of these"
+_ACCEPTED_IMAGES = (
+    "a PIL image, an HxWx3 uint8 numpy array, a 3xHxW torch tensor (uint8, or float in [0, 1]), a path to an "
+    "image file, or a list of these"
+)
 _ACCEPTED_TEXT = "a string or a list of strings"
 
 
 def _is_single_image(item: object) -> bool:
-    return isinstance(item, (Image.Image, np.ndarray, str, os.PathLike))
+    return isinstance(item, (Image.Image, np.ndarray, str, os.PathLike)) or (
+        isinstance(item, torch.Tensor) and item.dim() == 3
+    )
+
+
+def tensor_to_array(image: torch.Tensor) -> np.ndarray:
+    """A CHW tensor (uint8 0..255, or float 0..1 as torchvision's ``to_tensor`` gives) → HWC uint8 array."""
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"an image tensor must be 3xHxW (or 1xHxW), got shape {tuple(image.shape)}")
+    image = image.detach().cpu()
+    if image.dtype == torch.uint8:
+        pixels = image
+    elif image.is_floating_point():
+        low, high = float(image.min()), float(image.max())
+        if low < 0.0 or high > 1.0:
+            raise ValueError(
+                f"a float image tensor must hold values in [0, 1], got [{low:.3g}, {high:.3g}] (an already "
+                "normalised tensor? pass the unnormalised image)"
+            )
+        pixels = (image * 255.0).round().to(torch.uint8)
+    else:
+        raise ValueError(f"an image tensor must be uint8 or float, got {image.dtype}")
+    return pixels.expand(3, -1, -1).permute(1, 2, 0).numpy()
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:
@@ -136,6 +161,8 @@ class Beit3Processor:
     @staticmethod
     def image_list(images: ImageInput) -> list[SingleImage]:
         """``images`` as a list of single images (not yet opened); TypeError for anything else."""
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            images = list(images)  # a batch (B, 3, H, W)
         items = [images] if _is_single_image(images) else images
         if not isinstance(items, (list, tuple)):
             raise TypeError(f"images must be {_ACCEPTED_IMAGES}; got {type(images).__name__}")
@@ -144,7 +171,7 @@ class Beit3Processor:
         for position, item in enumerate(items):
             if not _is_single_image(item):
                 raise TypeError(f"image {position} is a {type(item).__name__}; images must be {_ACCEPTED_IMAGES}")
-        return list(items)
+        return [tensor_to_array(item) if isinstance(item, torch.Tensor) else item for item in items]
 
     def preprocess_image(self, image: SingleImage) -> torch.Tensor:
         """One image → normalised tensor (3, S, S)."""

@@ -115,10 +115,10 @@ def test_every_image_input_type_gives_the_same_tensor(tmp_path, tokenizer):
     assert processor(images=[image, str(path)])["image"].shape == (2, 3, IMG, IMG)
 
 
-@pytest.mark.parametrize("bad", [5, torch.zeros(3, IMG, IMG), [rgb((0, 0, 0)), 3.0], {"a": 1}])
+@pytest.mark.parametrize("bad", [5, torch.zeros(IMG, IMG), [rgb((0, 0, 0)), 3.0], {"a": 1}])
 def test_wrong_image_types_raise_type_error(tokenizer, bad):
     processor = Beit3Processor(tokenizer, img_size=IMG)
-    with pytest.raises(TypeError, match="PIL image, an HxWx3 uint8 numpy array, a path"):
+    with pytest.raises(TypeError, match="PIL image, an HxWx3 uint8 numpy array, a 3xHxW torch tensor"):
         processor(images=bad)
 
 
@@ -496,3 +496,15 @@ def test_thousand_class_models_answer_with_imagenet_names(tmp_path):
     top = load_model(path).classify(noise_image(1), top_k=3)[0]
     expected = model(load_model(path).processor(images=[noise_image(1)])["image"]).topk(3).indices[0].tolist()
     assert [name for name, _ in top] == [names[i] for i in expected]
+
+
+def test_images_may_be_torch_tensors(checkpoints):
+    predictor = load_model(checkpoints["imageclassification"][0])
+    images = [noise_image(6), noise_image(7)]
+    expected = predictor.logits(images)
+    as_uint8 = [torch.from_numpy(np.asarray(image)).permute(2, 0, 1) for image in images]  # CHW uint8
+    assert torch.equal(predictor.logits(as_uint8), expected)
+    assert torch.equal(predictor.logits(torch.stack(as_uint8)), expected)  # a (B, 3, H, W) batch
+    assert torch.allclose(predictor.logits([t.float() / 255 for t in as_uint8]), expected)  # float in [0, 1]
+    with pytest.raises(ValueError, match=r"must hold values in \[0, 1\], got \[-1"):
+        predictor.logits(as_uint8[0].float() / 127.5 - 1)  # an already normalised tensor
