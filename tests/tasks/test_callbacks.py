@@ -318,7 +318,7 @@ def panel_texts(log_dir: Path) -> list[str]:
         ("vqav2", ["question", "predicted", "true"]),
         ("imagenet", ["predicted", "true"]),
         ("coco_captioning", ["image id", "predicted", "true"]),
-        ("coco_retrieval", ["retrieved", "true"]),
+        ("coco_retrieval", ["true", "top 1", "top 2"]),  # top-5 among the 2 shown items
     ],
 )
 def test_validate_panels_describe_each_task(monkeypatch, tmp_path, sample, fields):

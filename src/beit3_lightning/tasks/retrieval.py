@@ -15,6 +15,10 @@ from beit3_lightning.modeling.heads import Beit3ForRetrieval
 from beit3_lightning.tasks.base import Beit3Task, first_items, panel_text
 
 
+# Texts ranked for each image in the TensorBoard panels.
+PANEL_TOP_K = 5
+
+
 class RetrievalTask(Beit3Task):
     """Image-only and text-only passes → normalised embeddings → symmetric InfoNCE over every process's batch.
 
@@ -67,19 +71,19 @@ class RetrievalTask(Beit3Task):
         }
 
     def describe_batch(self, batch: dict[str, Any], num_samples: int) -> list[tuple[torch.Tensor, str]]:
-        """For each image, its best-matching text among the shown items vs its own text."""
+        """For each image (the query), its top-5 texts among the shown items, the correct ones marked, and its own
+        text."""
         batch = first_items(batch, num_samples)
         image_emb, text_emb = self(batch["image"], batch["language_tokens"], batch["padding_mask"])
-        best = (image_emb.float() @ text_emb.float().T).argmax(-1).tolist()  # (n,) text chosen per image
+        similarity = image_emb.float() @ text_emb.float().T  # (n, n)
+        ranked = similarity.topk(min(PANEL_TOP_K, similarity.shape[1]), dim=-1).indices.tolist()
         image_ids = batch["image_id"].tolist()
-        return [
-            (
-                batch["image"][i],
-                panel_text(
-                    retrieved=self.decode_text(batch["language_tokens"][j])
-                    + (" (correct)" if image_ids[j] == image_ids[i] else " (wrong)"),
-                    true=self.decode_text(batch["language_tokens"][i]),
-                ),
-            )
-            for i, j in enumerate(best)
-        ]
+        panels = []
+        for i, texts in enumerate(ranked):
+            fields = {
+                f"top {rank + 1}": self.decode_text(batch["language_tokens"][j])
+                + (" [correct]" if image_ids[j] == image_ids[i] else "")
+                for rank, j in enumerate(texts)
+            }
+            panels.append((batch["image"][i], panel_text(true=self.decode_text(batch["language_tokens"][i]), **fields)))
+        return panels
