@@ -14,7 +14,6 @@ from beit3_lightning.metrics import ImageTextRetrievalRecall
 from beit3_lightning.modeling.heads import Beit3ForRetrieval
 from beit3_lightning.tasks.base import Beit3Task, first_items, panel_text
 
-
 # Texts ranked for each image in the TensorBoard panels.
 PANEL_TOP_K = 5
 
