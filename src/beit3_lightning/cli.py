@@ -1,8 +1,10 @@
-"""The ``beit3`` command: LightningCLI subcommands (fit / validate / test / predict) plus ``prepare``.
+"""The ``beit3`` command: LightningCLI subcommands (fit / validate / test / predict) plus ``prepare``, ``download``
+and ``export``.
 
 beit3 prepare vqav2 --data-root data/vqav2 --tokenizer beit3.spm    # official raw data → *.jsonl indexes
 beit3 fit --config configs/sample/vqav2.yaml                         # train
 beit3 test --config configs/sample/vqav2.yaml --ckpt_path best        # official metrics of a checkpoint
+beit3 export best.ckpt --out vqa_onnx                                # ONNX graphs for ONNX Runtime
 """
 
 from __future__ import annotations
@@ -395,7 +397,7 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> Beit3CLI:
         parser_kwargs={
             "description": "BEiT-3 on PyTorch Lightning. Subcommands: fit, validate, test, predict (below) and "
             "prepare (build dataset indexes: `beit3 prepare --help`), download (official files by name: "
-            "`beit3 download --list`).",
+            "`beit3 download --list`), export (ONNX graphs for ONNX Runtime: `beit3 export --help`).",
             **{command: {"epilog": help_epilog(command)} for command in ("fit", "validate", "test", "predict")},
         },
     )
@@ -411,6 +413,10 @@ def main(argv: list[str] | None = None) -> int | None:
         from beit3_lightning.hub import main as download_main
 
         return download_main(args[1:])
+    if args and args[0] == "export":
+        from beit3_lightning.inference.export_command import main as export_main
+
+        return export_main(args[1:])
     make_cli(argv)
     return 0
 
@@ -426,9 +432,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from beit3_lightning.data.shards.format import ShardFormatError
     from beit3_lightning.data.tokenizer import TokenizerError
     from beit3_lightning.hub import DownloadError
+    from beit3_lightning.inference.onnx_export import ExportError, MissingExtraError
 
     return (CheckpointError, TokenizerError, DatasetFormatError, ShardFormatError, BadSampleError, DownloadError,
-            MissingAnswersError, FileNotFoundError, FileExistsError, PermissionError)  # fmt: skip
+            MissingAnswersError, ExportError, MissingExtraError, FileNotFoundError, FileExistsError,
+            PermissionError)  # fmt: skip
 
 
 def user_error_of(err: BaseException) -> BaseException | None:

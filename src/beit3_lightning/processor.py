@@ -126,6 +126,8 @@ class Beit3Processor:
             self.tokenizer = Beit3Tokenizer(tokenizer)
         self.img_size = img_size
         self.max_text_len = max_text_len
+        self.interpolation = interpolation  # kept so that an export can rebuild the same processor
+        self.crop_pct = crop_pct
         self.transform: ImageTransform = build_transform(
             self.task, is_train=False, img_size=img_size, interpolation=interpolation, crop_pct=crop_pct
         )

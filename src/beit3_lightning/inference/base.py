@@ -106,8 +106,11 @@ class Beit3Predictor:
 
     @property
     def dtype(self) -> torch.dtype:
-        """The model's floating-point type (``load_model(..., dtype=torch.bfloat16)``); images are cast to it."""
-        return next(self.model.parameters()).dtype
+        """The model's floating-point type (``load_model(..., dtype=torch.bfloat16)``); images are cast to it.
+
+        ONNX Runtime models have no parameters: they state the type of their image input (``input_dtype``)."""
+        fixed = getattr(self.model, "input_dtype", None)
+        return fixed if fixed is not None else next(self.model.parameters()).dtype
 
     def batch(self, **inputs: Any) -> dict[str, torch.Tensor]:
         """Processor output on the model's device, images in the model's dtype."""

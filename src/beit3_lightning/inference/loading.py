@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 from beit3_lightning.data.tokenizer import BEIT3_SPM_URL, OFFICIAL_TOKENIZER_VOCAB, Beit3Tokenizer
-from beit3_lightning.hub import resolve_file
+from beit3_lightning.hub import cache_dir, file_sha256, resolve_file
 from beit3_lightning.inference.base import Beit3Predictor
 from beit3_lightning.inference.checkpoint_info import CheckpointInfo, inspect_state_dict
+from beit3_lightning.inference.onnx_export import is_export_dir
 from beit3_lightning.modeling.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, read_checkpoint
 from beit3_lightning.modeling.config import OFFICIAL_VOCAB_SIZE, Beit3Config
 from beit3_lightning.modeling.heads import Beit3TaskModel
@@ -31,6 +32,8 @@ from beit3_lightning.task_table import resolve
 
 __all__ = ["LoadedCheckpoint", "load_model", "predictor_class", "read_checkpoint"]
 
+BACKENDS = ("torch", "onnxruntime")
+QUANTIZATIONS = ("int8",)
 # The reference's --num_max_bpe_tokens default.
 DEFAULT_MAX_TEXT_LEN = 64
 # Heads that never read text: no tokenizer needed.
@@ -120,16 +123,13 @@ def build_tokenizer(
             "checkpoints)"
         )
     tok = source if isinstance(source, Beit3Tokenizer) else Beit3Tokenizer(source)
-    if saved.get("sha256"):
-        from beit3_lightning.hub import file_sha256
-
-        if file_sha256(tok.path) != saved["sha256"]:
-            warnings.warn(
-                f"{path} was trained with the tokenizer {saved.get('path')} (sha256 {saved['sha256'][:12]}...) but "
-                f"{tok.path} is a different file: its token ids will not mean what the model learned",
-                UserWarning,
-                stacklevel=3,
-            )
+    if saved.get("sha256") and file_sha256(tok.path) != saved["sha256"]:
+        warnings.warn(
+            f"{path} was trained with the tokenizer {saved.get('path')} (sha256 {saved['sha256'][:12]}...) but "
+            f"{tok.path} is a different file: its token ids will not mean what the model learned",
+            UserWarning,
+            stacklevel=3,
+        )
     if tok.vocab_size > info.vocab_size:
         raise ValueError(
             f"the tokenizer {tok.path} has {tok.vocab_size} ids but the model in {path} embeds only "
@@ -208,13 +208,17 @@ def load_model(
     max_text_len: int | None = None,
     batch_size: int = 32,
     dtype: torch.dtype | str | None = None,
+    compile: bool = False,
+    quantize: str | None = None,
+    backend: str = "torch",
     **task_kwargs: Any,
 ) -> Beit3Predictor:
     """Load a fine-tuned checkpoint as a predictor in eval mode on ``device``.
 
     Args:
         path: an official fine-tuned ``.pth`` (e.g. ``beit3_base_patch16_480_vqa.pth``), a Lightning ``.ckpt``
-            saved by ``beit3 fit``, or a ``.safetensors`` file with official key names.
+            saved by ``beit3 fit``, a ``.safetensors`` file with official key names, or a directory written by
+            ``beit3 export --format onnx`` (served by ONNX Runtime).
         task: one of ``imagenet, vqav2, nlvr2, coco_captioning, nocaps, coco_retrieval, flickr30k`` (aliases
             ``classification``, ``vqa``, ``captioning``, ``retrieval``). ``None``: read from the checkpoint. A task
             whose head the file lacks raises ``CheckpointError`` naming the task that fits.
@@ -228,6 +232,14 @@ def load_model(
         dtype: weights and inputs in this floating-point type: ``torch.bfloat16`` / ``"bfloat16"`` (about 2x
             less memory; on CPUs with bf16 instructions faster), ``torch.float16`` (GPU), default float32. Scores
             come back as float32; they differ from float32 inference by bf16's 3 significant digits.
+        compile: ``torch.compile`` the backbone (inductor; the first call of each input shape compiles, which
+            takes a while; later calls are faster).
+        quantize: ``"int8"``: dynamic int8 quantisation of every ``nn.Linear`` (int8 weights, activations scaled
+            per call; CPU only). With ``backend="onnxruntime"``: ONNX Runtime's int8 quantisation of the graphs.
+        backend: ``"torch"`` (default) or ``"onnxruntime"``: the checkpoint is exported once to ONNX (cached in
+            ``$BEIT3_HOME/onnx``, see ``beit3 export``) and run by ONNX Runtime (``pip install
+            "beit3-lightning[onnx]"``). Retrieval, VQA, NLVR2 and ImageNet models; ``dtype``, ``compile``,
+            ``img_size``, ``model`` and ``max_text_len`` are torch-backend options.
         **task_kwargs: per task: ``labels=`` (ImageNet class names, list or file), ``answers=`` (VQA
             ``answer2label.txt`` or list), ``num_beams=`` / ``max_len=`` / ``length_penalty=`` (captioning).
 
@@ -235,6 +247,20 @@ def load_model(
         An :class:`ImageClassificationPredictor`, :class:`VQAPredictor`, :class:`NLVR2Predictor`,
         :class:`CaptioningPredictor` or :class:`RetrievalPredictor`.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if quantize not in (None, *QUANTIZATIONS):
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS} or None, got {quantize!r}")
+    if backend == "onnxruntime" or is_export_dir(path):
+        torch_only = {"dtype": dtype, "img_size": img_size, "model": model, "max_text_len": max_text_len}
+        torch_only["compile"] = compile or None
+        given = sorted(name for name, value in torch_only.items() if value is not None)
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: torch-backend option(s), not for ONNX Runtime; the export fixed them (re-export "
+                "to change them) or drop backend='onnxruntime'"
+            )
+        return _load_onnxruntime(path, task, tokenizer, device, batch_size, quantize, task_kwargs)
     path = resolve_file(path)  # an official name → the cached file (downloaded on first use)
     ckpt = read_checkpoint(path)
     try:
@@ -254,6 +280,10 @@ def load_model(
 
     if dtype is not None:
         network.to(_floating_dtype(dtype))
+    if quantize == "int8":
+        network = quantize_int8(network, dtype, device)
+    if compile:
+        network.beit3.compile()  # in place: the state dict and every head call stay the same
     data = ckpt.data_hparams
     processor = Beit3Processor(
         build_tokenizer(path, info, tokenizer, ckpt),
@@ -264,6 +294,46 @@ def load_model(
         crop_pct=data.get("crop_pct", 1.0),
     )
     return predictor(network, processor, task, device=device, batch_size=batch_size, source=path, **kwargs)
+
+
+def quantize_int8(network: Beit3TaskModel, dtype: Any, device: str | torch.device) -> Beit3TaskModel:
+    """Dynamic int8 quantisation of every ``nn.Linear`` (PyTorch's eager dynamic quantisation, CPU kernels)."""
+    if dtype is not None and _floating_dtype(dtype) != torch.float32:
+        raise ValueError(f"quantize='int8' quantises a float32 model; drop dtype={dtype!r}")
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"quantize='int8' runs on the CPU only (torch's dynamic int8 kernels); got device={device!r}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notices that its eager quantisation API is deprecated
+        return torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def _load_onnxruntime(
+    path: str | Path,
+    task: str | None,
+    tokenizer: str | Path | Beit3Tokenizer | None,
+    device: str | torch.device,
+    batch_size: int,
+    quantize: str | None,
+    task_kwargs: dict[str, Any],
+) -> Beit3Predictor:
+    """An export directory as is, or a checkpoint exported once into the ``$BEIT3_HOME/onnx`` cache."""
+    from beit3_lightning.inference.onnx_export import export_onnx, read_manifest
+    from beit3_lightning.inference.onnx_runtime import load_onnx_predictor
+
+    if is_export_dir(path):
+        precision = read_manifest(path).get("precision")
+        if quantize is not None and quantize != precision:
+            raise ValueError(f"{path} holds a {precision} export; export again with --quantize {quantize} for that")
+        directory = Path(path)
+    else:
+        source = resolve_file(path)
+        key = f"{source.stem}-{file_sha256(source)[:12]}-{task or 'auto'}-{quantize or 'fp32'}"
+        directory = cache_dir() / "onnx" / key
+        if not is_export_dir(directory):
+            export_onnx(source, directory, task=task, tokenizer=tokenizer, quantize=quantize, overwrite=True,
+                        **task_kwargs)  # fmt: skip
+    predictor = load_onnx_predictor(directory, tokenizer=tokenizer, batch_size=batch_size, **task_kwargs)
+    return predictor.to(device)
 
 
 def _floating_dtype(dtype: torch.dtype | str) -> torch.dtype:

@@ -33,7 +33,7 @@ class VQAPredictor(Beit3Predictor):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.num_classes = self.model.head[-1].out_features
+        self.num_classes = self.model.num_classes
         self.answers_hint = answers_hint
         self.label2ans: list[str] | None = None
         if answers is not None:

@@ -34,6 +34,10 @@ class Beit3ForVisualQuestionAnswering(Beit3TaskModel):
         )
         self._init_head(self.pooler, self.head)
 
+    @property
+    def num_classes(self) -> int:
+        return self.head[-1].out_features
+
     def forward(self, image: Tensor, question: Tensor, padding_mask: Tensor) -> Tensor:
         """Images (B, 3, H, W), question ids and padding mask (B, T) → answer logits (B, num_classes)."""
         x = self.beit3(textual_tokens=question, visual_tokens=image, text_padding_position=padding_mask)
