@@ -20,8 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="beit3 export",
         description="Export a fine-tuned BEiT-3 model for ONNX Runtime: one .onnx graph per entry point (dynamic "
         "batch and text-length axes), the tokenizer and beit3_export.json, checked against the eager model. Serve "
-        "it with `load_model(OUT)`. Exports " + ", ".join(GRAPHS) + " models; captioning and segmentation are not "
-        "exported (use load_model(..., dtype=torch.bfloat16, compile=True or quantize='int8')). Needs "
+        "it with `load_model(OUT)`. Exports " + ", ".join(GRAPHS) + " models (captioning as a first step and a "
+        "cached decoding step under the usual beam search); segmentation is not exported (use load_model(..., "
+        "dtype=torch.bfloat16, compile=True or quantize='int8')). Needs "
         'pip install "beit3-lightning[onnx]".',
     )
     parser.add_argument("checkpoint", help="a Lightning .ckpt, an official .pth / .safetensors or an official name")

@@ -238,7 +238,7 @@ def load_model(
             per call; CPU only). With ``backend="onnxruntime"``: ONNX Runtime's int8 quantisation of the graphs.
         backend: ``"torch"`` (default) or ``"onnxruntime"``: the checkpoint is exported once to ONNX (cached in
             ``$BEIT3_HOME/onnx``, see ``beit3 export``) and run by ONNX Runtime (``pip install
-            "beit3-lightning[onnx]"``). Retrieval, VQA, NLVR2 and ImageNet models; ``dtype``, ``compile``,
+            "beit3-lightning[onnx]"``). Every task except segmentation; ``dtype``, ``compile``,
             ``img_size``, ``model`` and ``max_text_len`` are torch-backend options.
         **task_kwargs: per task: ``labels=`` (ImageNet class names, list or file), ``answers=`` (VQA
             ``answer2label.txt`` or list), ``num_beams=`` / ``max_len=`` / ``length_penalty=`` (captioning).

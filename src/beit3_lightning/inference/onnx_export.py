@@ -12,8 +12,11 @@ more than :data:`PARITY_ATOL` (the largest difference is recorded in the manifes
 replaces each graph by ONNX Runtime's dynamic int8 quantisation of its MatMul weights (activations quantised per
 call), which is checked against a looser bound (:data:`INT8_MIN_COSINE`, cosine similarity of the outputs).
 
-Captioning (beam search over a growing key/value cache) and segmentation (sliding windows) are not exported yet:
-they raise :class:`ExportError` naming the torch options (``dtype``, ``compile``, ``quantize``) that serve them.
+Captioning is exported as two graphs: ``caption_first`` (image + ``[CLS, MASK]`` → the first word's logits and
+every layer's keys / values) and ``caption_step`` (``[last word, MASK]`` + the cache → the next word's logits and
+the extended cache), so the beam search of :mod:`beit3_lightning.modeling.generation` runs unchanged on top of
+ONNX Runtime. Segmentation (sliding windows) is not exported yet: it raises :class:`ExportError` naming the torch
+options (``dtype``, ``compile``, ``quantize``) that serve it.
 
 Needs the optional extra: ``pip install "beit3-lightning[onnx]"`` (onnx, onnxscript, onnxruntime).
 """
@@ -61,15 +64,22 @@ class MissingExtraError(ImportError):
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """One exported entry point: its input / output names and which inputs carry text (B, T)."""
+    """One exported entry point: its input / output names, the module exposing it, and its dynamic axes
+    (``{input: {axis: dim name}}``; inputs sharing a dim name share the size)."""
 
     name: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     wrap: Callable[[nn.Module], nn.Module]
+    dynamic: dict[str, dict[int, str]] | None = None
 
-    def text_inputs(self) -> tuple[str, ...]:
-        return tuple(name for name in self.inputs if name in TEXT_INPUTS)
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        if self.dynamic is not None:
+            return self.dynamic
+        return {name: ({0: "batch", 1: "text_len"} if name in TEXT_INPUTS else {0: "batch"}) for name in self.inputs}
+
+    def has_text_axis(self) -> bool:
+        return any("text_len" in axes.values() for axes in self.dynamic_axes().values())
 
 
 TEXT_INPUTS = ("text_tokens", "padding_mask")
@@ -97,6 +107,43 @@ class _TextEncoder(nn.Module):
         return self.model.encode_text(text_tokens, padding_mask)
 
 
+class _CaptionFirst(nn.Module):
+    """First decoding step: image + ``[CLS, MASK]`` → the MASK's logits and every layer's keys / values
+    stacked (layers, B, heads, image + 2, head_dim), the cache the later steps extend."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor, text_tokens: Tensor, padding_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        cache: dict[int, dict[str, Tensor]] = {}
+        logits, _ = self.model(image, text_tokens, padding_mask, None, incremental_state=cache)  # (B, 2, V)
+        return logits[:, -1], *_stack_cache(cache)
+
+
+class _CaptionStep(nn.Module):
+    """A later step: ``[last word, MASK]`` against the cached keys / values → the MASK's logits and the cache
+    extended by the two new positions. The text length so far follows from the cache length."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.image_len = model.beit3.vision_embed.num_position_embeddings()
+
+    def forward(self, text_tokens: Tensor, past_keys: Tensor, past_values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        cache = {i: {"prev_key": past_keys[i], "prev_value": past_values[i]} for i in range(past_keys.shape[0])}
+        # The cache holds the image and the text before the last word: text_len = cached text + the 2 new tokens.
+        text_len = past_keys.shape[3] - self.image_len + text_tokens.shape[1]
+        logits, _ = self.model(None, text_tokens, None, None, text_len=text_len, incremental_state=cache)
+        return logits[:, -1], *_stack_cache(cache)
+
+
+def _stack_cache(cache: dict[int, dict[str, Tensor]]) -> tuple[Tensor, Tensor]:
+    layers = range(len(cache))
+    keys = torch.stack([cache[i]["prev_key"] for i in layers])  # (layers, B, heads, S, head_dim)
+    return keys, torch.stack([cache[i]["prev_value"] for i in layers])
+
+
 def _same(model: nn.Module) -> nn.Module:
     return model
 
@@ -111,7 +158,29 @@ GRAPHS: dict[str, tuple[GraphSpec, ...]] = {
     "vqav2": (GraphSpec("vqa", ("image", "text_tokens", "padding_mask"), ("answer_logits",), _same),),
     "nlvr2": (GraphSpec("nlvr2", ("image", "image2", "text_tokens", "padding_mask"), ("logits",), _same),),
     "imageclassification": (GraphSpec("classifier", ("image",), ("class_logits",), _same),),
+    "captioning": (
+        GraphSpec(
+            "caption_first",
+            ("image", "text_tokens", "padding_mask"),
+            ("word_logits", "keys", "values"),
+            _CaptionFirst,
+            dynamic={"image": {0: "batch"}, "text_tokens": {0: "batch"}, "padding_mask": {0: "batch"}},
+        ),
+        GraphSpec(
+            "caption_step",
+            ("text_tokens", "past_keys", "past_values"),
+            ("word_logits", "keys", "values"),
+            _CaptionStep,
+            dynamic={
+                "text_tokens": {0: "batch"},
+                "past_keys": {1: "batch", 3: "past"},
+                "past_values": {1: "batch", 3: "past"},
+            },
+        ),
+    ),
 }
+# Text of the captioning steps: [CLS or last word, MASK].
+STEP_TOKENS = 2
 
 
 def require_onnx() -> None:
@@ -128,9 +197,14 @@ def _missing(module: str) -> bool:
 
 
 def example_inputs(spec: GraphSpec, config: Any, batch: int, text_len: int, vocab: int, seed: int = 0) -> dict:
-    """Random inputs of the graph's names and shapes (images N(0, 1), token ids < vocab, a padded tail)."""
+    """Random inputs of the graph's names and shapes (images N(0, 1), token ids < vocab, a padded tail; for a
+    captioning step, a cache of the image and ``text_len`` text positions)."""
     gen = torch.Generator().manual_seed(seed)
     size = config.img_size
+    past = (size // config.patch_size) ** 2 + 1 + text_len  # image tokens + CLS + cached text
+    if not spec.has_text_axis() and "text_tokens" in spec.inputs:
+        text_len = STEP_TOKENS
+    cache_shape = (config.num_layers, batch, config.num_heads, past, config.embed_dim // config.num_heads)
     values: dict[str, Tensor] = {}
     for name in spec.inputs:
         if name in ("image", "image2"):
@@ -139,16 +213,23 @@ def example_inputs(spec: GraphSpec, config: Any, batch: int, text_len: int, voca
             values[name] = torch.randint(0, vocab, (batch, text_len), generator=gen)
         elif name == "padding_mask":
             mask = torch.zeros(batch, text_len, dtype=torch.long)
-            for row in range(batch):  # row r keeps text_len - r tokens (at least 2): every row differently padded
-                mask[row, max(2, text_len - row) :] = 1
+            if spec.has_text_axis():  # row r keeps text_len - r tokens (at least 2): every row differently padded
+                for row in range(batch):
+                    mask[row, max(2, text_len - row) :] = 1
             values[name] = mask
+        elif name in ("past_keys", "past_values"):
+            values[name] = torch.randn(cache_shape, generator=gen)
     return values
 
 
-def _dynamic_shapes(spec: GraphSpec, max_text_len: int) -> dict[str, dict[int, Any]]:
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    text = torch.export.Dim("text_len", min=2, max=max(max_text_len, 3))
-    return {name: ({0: batch, 1: text} if name in TEXT_INPUTS else {0: batch}) for name in spec.inputs}
+def _dynamic_shapes(spec: GraphSpec, max_text_len: int, config: Any) -> dict[str, dict[int, Any]]:
+    image_tokens = (config.img_size // config.patch_size) ** 2 + 1
+    dims = {
+        "batch": torch.export.Dim("batch", min=1, max=4096),
+        "text_len": torch.export.Dim("text_len", min=2, max=max(max_text_len, 3)),
+        "past": torch.export.Dim("past", min=image_tokens + 1, max=image_tokens + config.max_text_positions),
+    }
+    return {name: {axis: dims[dim] for axis, dim in spec.dynamic_axes().get(name, {}).items()} for name in spec.inputs}
 
 
 def _quiet() -> contextlib.ExitStack:
@@ -179,6 +260,11 @@ def session(path: Path, threads: int | None = None, providers: list[str] | None 
 
 def run_session(sess: Any, inputs: dict[str, Tensor]) -> Tensor:
     """Run a session on torch tensors (cast to the graph's input types); the first output as a float32 tensor."""
+    return run_session_all(sess, inputs)[0]
+
+
+def run_session_all(sess: Any, inputs: dict[str, Tensor]) -> list[Tensor]:
+    """Every output of a session run on torch tensors, as float32 tensors."""
     feeds = {}
     for meta in sess.get_inputs():
         value = inputs[meta.name]
@@ -187,7 +273,7 @@ def run_session(sess: Any, inputs: dict[str, Tensor]) -> Tensor:
         elif meta.type == "tensor(float)":
             value = value.float()
         feeds[meta.name] = value.detach().cpu().numpy()
-    return torch.from_numpy(sess.run(None, feeds)[0]).float()
+    return [torch.from_numpy(out).float() for out in sess.run(None, feeds)]
 
 
 def _export_graph(
@@ -205,7 +291,7 @@ def _export_graph(
                 str(path),
                 input_names=list(spec.inputs),
                 output_names=list(spec.outputs),
-                dynamic_shapes=tuple(_dynamic_shapes(spec, max_text_len).values()),
+                dynamic_shapes=tuple(_dynamic_shapes(spec, max_text_len, config).values()),
                 dynamo=True,
                 external_data=False,
                 **kwargs,
@@ -214,12 +300,13 @@ def _export_graph(
         lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
         cause = next((line for line in lines if line.startswith("<class")), lines[0])
         raise ExportError(f"torch.onnx.export failed for the {spec.name} graph: {cause}") from err
-    check_len = max(3, max_text_len - 1) if spec.text_inputs() else max_text_len
+    check_len = max(3, max_text_len - 1)  # another text length (and cache length) than the trace
     check = example_inputs(spec, config, TRACE_BATCH + 1, check_len, vocab, seed=1)
     with torch.no_grad():
-        expected = wrapped(*check.values()).float()
-    got = run_session(session(path), check)
-    return float((got - expected).abs().max())
+        expected = wrapped(*check.values())
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    got = run_session_all(session(path), check)
+    return max(float((g - e.float()).abs().max()) for g, e in zip(got, expected, strict=True))
 
 
 def _quantize_graph(path: Path) -> None:
@@ -235,7 +322,8 @@ def _quantize_graph(path: Path) -> None:
 def _cosine_to_eager(model: nn.Module, spec: GraphSpec, config: Any, text_len: int, vocab: int, path: Path) -> float:
     check = example_inputs(spec, config, TRACE_BATCH + 1, text_len, vocab, seed=2)
     with torch.no_grad():
-        expected = spec.wrap(model).eval()(*check.values()).float().flatten(1)
+        expected = spec.wrap(model).eval()(*check.values())
+    expected = (expected[0] if isinstance(expected, tuple) else expected).float().flatten(1)
     got = run_session(session(path), check).flatten(1)
     return float(torch.nn.functional.cosine_similarity(got, expected, dim=-1).min())
 

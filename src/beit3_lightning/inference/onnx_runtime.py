@@ -16,18 +16,21 @@ from torch import Tensor
 
 from beit3_lightning.inference.onnx_export import (
     GRAPHS,
+    STEP_TOKENS,
     TOKENIZER_FILE,
     ExportError,
     read_manifest,
     require_onnx,
     run_session,
+    run_session_all,
     session,
 )
 from beit3_lightning.modeling.config import Beit3Config
 
 
 class OnnxTaskModel:
-    """The exported graphs of one task model, called like the torch head model.
+    """The exported graphs of one task model, called like the torch head model (captioning: like its forward
+    under the beam search, see :meth:`caption_step`).
 
     Attributes:
         config: the backbone config the graphs were exported from.
@@ -89,11 +92,41 @@ class OnnxTaskModel:
             padding_mask = torch.zeros_like(tokens)
         return self._run("text_encoder", tokens, padding_mask)
 
-    def __call__(self, *args: Tensor) -> Tensor:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.head == "captioning":
+            return self.caption_step(*args, **kwargs)
         (graph,) = self.specs if len(self.specs) == 1 else (None,)
         if graph is None:
             raise TypeError(f"the {self.head} export has several graphs ({sorted(self.specs)}): call one of them")
         return self._run(graph, *args)
+
+    def caption_step(
+        self,
+        image: Tensor | None,
+        text_ids: Tensor,
+        padding_mask: Tensor | None,
+        language_masked_pos: Tensor | None,
+        text_len: int | None = None,
+        incremental_state: dict | None = None,
+    ) -> tuple[Tensor, dict]:
+        """``Beit3ForCaptioning.forward`` as the beam search calls it: with the image (``[CLS, MASK]``) or a
+        ``[last word, MASK]`` step on the cache; the MASK's logits (B, V) and the cache, filled in place."""
+        if incremental_state is None or text_ids.shape[1] != STEP_TOKENS:
+            raise ValueError("the ONNX captioning graphs decode with the cache, two tokens per step (use_cache=True)")
+        if image is not None:
+            feeds = {"image": image, "text_tokens": text_ids, "padding_mask": padding_mask}
+            logits, keys, values = run_session_all(self.sessions["caption_first"], feeds)
+        else:
+            layers = range(self.config.num_layers)
+            feeds = {
+                "text_tokens": text_ids,
+                "past_keys": torch.stack([incremental_state[i]["prev_key"] for i in layers]),
+                "past_values": torch.stack([incremental_state[i]["prev_value"] for i in layers]),
+            }
+            logits, keys, values = run_session_all(self.sessions["caption_step"], feeds)
+        for layer in range(self.config.num_layers):
+            incremental_state[layer] = {"prev_key": keys[layer], "prev_value": values[layer]}
+        return logits, incremental_state
 
 
 def load_onnx_predictor(
