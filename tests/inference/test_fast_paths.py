@@ -125,6 +125,8 @@ def test_wrong_onnx_requests_raise_clear_errors(exports, checkpoints, tmp_path):
         load_model(exports["retrieval"], dtype=torch.bfloat16, compile=True)
     with pytest.raises(ValueError, match="holds a fp32 export; export again with --quantize int8"):
         load_model(exports["retrieval"], quantize="int8")
+    with pytest.raises(ValueError, match="compile=True does not speed up captioning"):
+        load_model(checkpoints["captioning"][0], tokenizer="sample", compile=True)
     with pytest.raises(ValueError, match="backend must be one of"):
         load_model(checkpoints["retrieval"][0], backend="tensorrt")
     with pytest.raises(ExportError, match=r"ade20k \(segmentation\) is not exported yet"):

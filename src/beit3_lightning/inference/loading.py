@@ -233,7 +233,7 @@ def load_model(
             less memory; on CPUs with bf16 instructions faster), ``torch.float16`` (GPU), default float32. Scores
             come back as float32; they differ from float32 inference by bf16's 3 significant digits.
         compile: ``torch.compile`` the backbone (inductor; the first call of each input shape compiles, which
-            takes a while; later calls are faster).
+            takes a while; later calls are faster). Not for captioning (a new cache length every step).
         quantize: ``"int8"``: dynamic int8 quantisation of every ``nn.Linear`` (int8 weights, activations scaled
             per call; CPU only). With ``backend="onnxruntime"``: ONNX Runtime's int8 quantisation of the graphs.
         backend: ``"torch"`` (default) or ``"onnxruntime"``: the checkpoint is exported once to ONNX (cached in
@@ -268,6 +268,11 @@ def load_model(
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
     task = choose_task(path, info, task, ckpt.data_hparams.get("task"))
+    if compile and info.head == "captioning":
+        raise ValueError(
+            "compile=True does not speed up captioning: every decoding step has a new key/value cache length, so "
+            "torch.compile recompiles at each step; use backend='onnxruntime' or dtype=torch.bfloat16 instead"
+        )
     predictor = predictor_class(info.head)
     kwargs = {**task_defaults(info, ckpt), **task_kwargs}
     _check_task_kwargs(predictor, task, kwargs)
