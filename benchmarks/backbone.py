@@ -36,17 +36,13 @@ def official_available() -> bool:
     return True
 
 
-def build(impl: str, preset: str, img_size: int):
-    from beit3_lightning.modeling import Beit3Backbone, Beit3Config
-
-    config = Beit3Config.from_name(preset, img_size=img_size, vocab_size=64010)
-    ours = Beit3Backbone(config.replace(attn_impl=impl.removeprefix("ours-") if impl != "official" else "auto"))
-    if impl != "official":
-        return ours
+def official_model(config):
+    """torchscale's ``BEiT3`` configured as unilm ``beit3`` does for ``config`` (random weights)."""
+    sys.path.insert(0, str(REF_PATH))
     from torchscale.architecture.config import EncoderConfig
     from torchscale.model.BEiT3 import BEiT3
 
-    ref = BEiT3(
+    return BEiT3(
         EncoderConfig(
             encoder_embed_dim=config.embed_dim,
             encoder_attention_heads=config.num_heads,
@@ -57,11 +53,21 @@ def build(impl: str, preset: str, img_size: int):
             vocab_size=config.vocab_size,
             multiway=True,
             layernorm_embedding=False,
-            normalize_output=True,
+            normalize_output=config.normalize_output,
             no_output_layer=True,
             drop_path_rate=0.0,
         )
     )
+
+
+def build(impl: str, preset: str, img_size: int):
+    from beit3_lightning.modeling import Beit3Backbone, Beit3Config
+
+    config = Beit3Config.from_name(preset, img_size=img_size, vocab_size=64010)
+    ours = Beit3Backbone(config.replace(attn_impl=impl.removeprefix("ours-") if impl != "official" else "auto"))
+    if impl != "official":
+        return ours
+    ref = official_model(config)
     ref.load_state_dict(ours.state_dict(), strict=True)  # same weights, same key names
     return ref
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -29,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from backbone import official_available, official_model  # benchmarks/backbone.py: the official reference
 from PIL import Image
 
-REF_PATH = Path(__file__).resolve().parents[1] / ".bench-ref"
 VARIANTS = ("official", "fp32", "bf16", "compile", "bf16-compile", "ort-fp32", "torch-int8", "ort-int8")
 WORKLOADS = ("encode_image", "encode_text", "vqa", "caption")
 HEAD = {"encode_image": "retrieval", "encode_text": "retrieval", "vqa": "vqav2", "caption": "captioning"}
@@ -42,31 +41,11 @@ TEXT_LEN = 64
 
 
 def official_backbone(config, state: dict) -> torch.nn.Module:
-    """torchscale's ``BEiT3`` configured as unilm ``beit3`` does, holding the given backbone weights."""
-    sys.path.insert(0, str(REF_PATH))
-    from torchscale.architecture.config import EncoderConfig
-    from torchscale.model.BEiT3 import BEiT3
-
-    ref = BEiT3(
-        EncoderConfig(
-            encoder_embed_dim=config.embed_dim, encoder_attention_heads=config.num_heads,
-            encoder_ffn_embed_dim=config.ffn_dim, encoder_layers=config.num_layers, patch_size=config.patch_size,
-            img_size=config.img_size, vocab_size=config.vocab_size, multiway=True, layernorm_embedding=False,
-            normalize_output=config.normalize_output, no_output_layer=True, drop_path_rate=0.0,
-        )
-    )  # fmt: skip
+    """torchscale's ``BEiT3`` (``backbone.official_model``) holding the given backbone weights."""
+    ref = official_model(config)
     ref.load_state_dict(state, strict=True)
     ref.get_num_layers = lambda: len(ref.encoder.layers)  # our heads ask (unilm's wrapper has it, BEiT3 not)
     return ref.eval()
-
-
-def official_available() -> bool:
-    sys.path.insert(0, str(REF_PATH))
-    try:
-        import torchscale.model.BEiT3  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def write_checkpoints(root: Path, heads: set[str], preset: str) -> dict[str, Path]:

@@ -21,7 +21,7 @@ from beit3_lightning.data.tokenizer import BEIT3_SPM_URL, OFFICIAL_TOKENIZER_VOC
 from beit3_lightning.hub import cache_dir, file_sha256, resolve_file
 from beit3_lightning.inference.base import Beit3Predictor
 from beit3_lightning.inference.checkpoint_info import CheckpointInfo, inspect_state_dict
-from beit3_lightning.inference.onnx_export import is_export_dir
+from beit3_lightning.inference.onnx_export import QUANTIZATIONS, is_export_dir
 from beit3_lightning.modeling.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint, read_checkpoint
 from beit3_lightning.modeling.config import OFFICIAL_VOCAB_SIZE, Beit3Config
 from beit3_lightning.modeling.heads import Beit3TaskModel
@@ -33,7 +33,6 @@ from beit3_lightning.task_table import resolve
 __all__ = ["LoadedCheckpoint", "load_model", "predictor_class", "read_checkpoint"]
 
 BACKENDS = ("torch", "onnxruntime")
-QUANTIZATIONS = ("int8",)
 # The reference's --num_max_bpe_tokens default.
 DEFAULT_MAX_TEXT_LEN = 64
 # Heads that never read text: no tokenizer needed.

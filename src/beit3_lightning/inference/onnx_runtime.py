@@ -17,7 +17,6 @@ from torch import Tensor
 from beit3_lightning.inference.onnx_export import (
     GRAPHS,
     STEP_TOKENS,
-    TOKENIZER_FILE,
     ExportError,
     read_manifest,
     require_onnx,
@@ -157,4 +156,4 @@ def load_onnx_predictor(
     )  # fmt: skip
 
 
-__all__ = ["TOKENIZER_FILE", "OnnxTaskModel", "load_onnx_predictor"]
+__all__ = ["OnnxTaskModel", "load_onnx_predictor"]
