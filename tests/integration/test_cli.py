@@ -156,3 +156,22 @@ def test_validate_from_a_checkpoint_of_a_task_without_classes(
     again = {k: float(v) for k, v in validated.trainer.callback_metrics.items()}
     # last.ckpt holds the weights the fit's final validation ran with: the same metrics, not a fresh model's.
     assert {k: again[k] for k in recalls} == pytest.approx({k: fitted[k] for k in recalls}, abs=1e-4)
+
+
+def test_compile_option_trains_with_compiled_layers_and_saves_the_usual_checkpoint(
+    sample_dataset: Callable[[str], Path], tmp_path: Path
+) -> None:
+    root = sample_dataset("vqav2")
+    args = ["--config", str(CONFIGS / "vqav2.yaml"), "--data.init_args.root", str(root),
+            "--data.init_args.img_size", "32", "--data.init_args.num_workers", "0", "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps",
+            "0", "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+            "--model.init_args.ema_decay", "0.9"]  # fmt: skip
+    assert sample_cli("vqav2.yaml", root).model.model.beit3._compiled_layers is None  # off by default
+    fit = make_cli(["fit", *args, "--model.init_args.compile", "true"])
+    backbone = fit.model.model.beit3
+    assert len(backbone._compiled_layers) == len(backbone.encoder.layers)
+    assert math.isfinite(float(fit.trainer.callback_metrics["train/loss"]))
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert list(saved["state_dict"]) == list(fit.model.state_dict())  # no ``_orig_mod`` keys
+    assert saved["hyper_parameters"]["compile"] is True

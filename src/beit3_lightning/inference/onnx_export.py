@@ -247,11 +247,17 @@ def _quiet() -> contextlib.ExitStack:
     return stack
 
 
-def session(path: Path, threads: int | None = None, providers: list[str] | None = None) -> Any:
-    """An ONNX Runtime session on ``path`` (``threads``: intra-op threads, default torch's thread count)."""
+def session(
+    path: Path, threads: int | None = None, providers: list[str] | None = None, memory_arena: bool = True
+) -> Any:
+    """An ONNX Runtime session on ``path`` (``threads``: intra-op threads, default torch's thread count).
+
+    ``memory_arena=False`` allocates per run instead of from ONNX Runtime's CPU arena: the arena keeps its peak and,
+    fed a new shape at every call (a caption's growing key/value cache), fragments and grows by gigabytes."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = memory_arena
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only

@@ -61,7 +61,9 @@ class OnnxTaskModel:
             path = self.directory / file
             if not path.is_file():
                 raise FileNotFoundError(f"{path} is missing from the export directory: re-run beit3 export")
-            self.sessions[name] = session(path, threads=threads, providers=providers)
+            # Captioning feeds a longer cache at every step: no arena (onnx_export.session).
+            arena = self.head != "captioning"
+            self.sessions[name] = session(path, threads=threads, providers=providers, memory_arena=arena)
 
     def __repr__(self) -> str:
         return f"OnnxTaskModel({self.directory}, head={self.head!r}, precision={self.precision!r})"

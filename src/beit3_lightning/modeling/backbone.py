@@ -65,6 +65,8 @@ class Beit3Backbone(nn.Module):
         self.vision_embed = VisionEmbedding(config.img_size, config.patch_size, config.in_chans, config.embed_dim)
         self.encoder = Encoder(config)
         self.grad_checkpointing = config.grad_checkpointing
+        # torch.compile'd views of the encoder layers (``compile_layers``); a plain list, so not in the state dict.
+        self._compiled_layers: list[nn.Module] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -91,6 +93,20 @@ class Beit3Backbone(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each layer's activations in backward; state-dict keys are unchanged."""
         self.grad_checkpointing = enable
+
+    def compile_layers(self, enable: bool = True, **compile_kwargs: Any) -> None:
+        """``torch.compile`` every encoder layer (regional compilation: the layers share one graph, so compiling costs
+        one layer's time, not the stack's). The compiled layers run when no key/value cache is passed (training,
+        evaluation, encoding); incremental decoding, whose cache grows every step, stays eager. Parameters and
+        state-dict keys are unchanged; ``enable=False`` goes back to eager."""
+        layers = self.encoder.layers
+        self._compiled_layers = [torch.compile(layer, **compile_kwargs) for layer in layers] if enable else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Copies (EMA's deepcopy, pickling for spawned processes) hold eager layers; compiled views do not copy.
+        state = dict(super().__getstate__())
+        state["_compiled_layers"] = None
+        return state
 
     # ----- forward ------------------------------------------------------------------------------------------
     def forward(
@@ -140,6 +156,8 @@ class Beit3Backbone(nn.Module):
             if hidden_states is not None:
                 hidden_states.append(_join(xv, xt))
             cache = incremental_state.setdefault(idx, {}) if incremental_state is not None else None
+            if self._compiled_layers is not None and cache is None:
+                layer = self._compiled_layers[idx]
             if self.grad_checkpointing and self.training and torch.is_grad_enabled() and cache is None:
                 xv, xt = checkpoint(layer, xv, xt, attn_bias, use_reentrant=False)
             else:

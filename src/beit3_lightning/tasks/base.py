@@ -57,6 +57,9 @@ class Beit3Task(L.LightningModule):
             evaluation, as the reference). ``None`` disables it.
         attn_impl: ``auto`` (SDPA, explicit softmax for half precision on CPU where it is faster), ``sdpa`` or
             ``math`` (torchscale's explicit softmax).
+        compile: ``torch.compile`` the encoder layers (inductor; one graph shared by the layers, compiled on the
+            first step and again once for the first new input shape). Same weights and checkpoints; incremental
+            caption decoding stays eager. See the README's speed section for what it gains on your hardware.
     """
 
     # The head this task trains (a key of the task table's HEADS); its datasets give the key metric.
@@ -96,6 +99,7 @@ class Beit3Task(L.LightningModule):
         min_lr: float = 1e-6,
         ema_decay: float | None = None,
         attn_impl: str = "auto",
+        compile: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -118,6 +122,8 @@ class Beit3Task(L.LightningModule):
             self.load_init_checkpoint(hp.init_from)
         if hp.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
+        if hp.compile:
+            self.model.beit3.compile_layers()
         # Parameters this task never reaches stay frozen so DDP needs no find_unused_parameters (heads/base.py).
         self.model.freeze_unused_parameters_()
 
