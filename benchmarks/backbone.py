@@ -13,7 +13,6 @@ any implementation with the same arithmetic can gain over the official one.
     bash benchmarks/setup_reference.sh                  # once, to add the official implementation as a column
     python benchmarks/backbone.py --presets base --modes image_text --text-len 32 --interleave 5
     python benchmarks/backbone.py --device cuda --batch 32 --presets base
-    python benchmarks/backbone.py --huge-pages off      # PyTorch's default 4 KB pages for big CPU tensors
 
 Peak memory is the growth of the process's peak RSS over the measured loop on CPU, and
 ``torch.cuda.max_memory_allocated`` on GPU.
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -32,8 +30,6 @@ import time
 from pathlib import Path
 
 import torch
-
-from beit3_lightning.cpu_memory import THP_ENV
 
 REF_PATH = Path(__file__).resolve().parents[1] / ".bench-ref"
 IMPLS = ("ours-auto", "ours-sdpa", "ours-math", "ours-compile", "official")
@@ -228,11 +224,6 @@ def main() -> None:
         help="wall clock, or CPU time of the process (with --threads 1: robust to other load on the machine; "
         "samples/s is then per CPU-second)",
     )
-    parser.add_argument(
-        "--huge-pages", choices=["on", "off"], default="on",
-        help="THP_MEM_ALLOC_ENABLE of the measuring processes: on, as importing beit3_lightning sets it (big CPU "
-        "tensors on 2 MB pages, beit3_lightning.cpu_memory), or off (PyTorch's default), for every implementation",
-    )  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -251,7 +242,6 @@ def main() -> None:
         print("(official torchscale not found: run benchmarks/setup_reference.sh to add it)\n")
     threads = args.threads or torch.get_num_threads()
     print(f"device={args.device} torch={torch.__version__} threads={threads} timer={args.timer}", end="")
-    print(f" huge_pages={args.huge_pages}", end="")
     print(f" interleaved rounds={args.interleave} steps/round={args.steps}" if args.interleave else "")
     last = "matmul %" if args.interleave else "train MB"
     header = (
@@ -268,7 +258,7 @@ def main() -> None:
                 spec = dict(
                     preset=preset, mode=mode, dtype=dtype, device=args.device, batch=batch, img_size=img_size,
                     text_len=args.text_len, threads=args.threads, timer=args.timer, steps=args.steps,
-                    warmup=args.warmup, huge_pages=args.huge_pages,
+                    warmup=args.warmup,
                 )  # fmt: skip
                 label = f"{preset:6} {mode:10} {dtype:5}"
                 if args.interleave:
@@ -283,10 +273,8 @@ def main() -> None:
 
 
 def child(spec: dict, label: str) -> dict | None:
-    # PyTorch reads THP_MEM_ALLOC_ENABLE at its first CPU allocation: set it in the child's environment.
-    env = {**os.environ, THP_ENV: "1" if spec["huge_pages"] == "on" else "0"}
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=False, env=env
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=False
     )
     if proc.returncode:
         print(f"{label} failed: {proc.stderr.strip()[-300:]}")

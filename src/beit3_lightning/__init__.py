@@ -15,11 +15,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from beit3_lightning.cpu_memory import request_huge_pages
-
-# Before torch's first CPU allocation, which reads it: big tensors on 2 MB pages (cpu_memory explains).
-request_huge_pages()
-
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
