@@ -168,8 +168,6 @@ def run_interleaved(spec: dict, impls: list[str]) -> dict:
     torch.manual_seed(0)
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
-    if "official" in impls:
-        official_available()
     steps = {}
     for impl in impls:
         torch.manual_seed(0)
@@ -232,8 +230,6 @@ def main() -> None:
         if "impls" in spec:
             print(json.dumps(run_interleaved(spec, spec["impls"])))
             return
-        if spec["impl"] == "official":
-            official_available()
         print(json.dumps(run_child(spec)))
         return
 

@@ -15,8 +15,8 @@ variants alike); a variant's number is the median over ``--rounds`` rounds, afte
 also compiles). Rows: items per second; ``×`` is relative to official fp32 eager.
 
 Memory: a head's variants stay loaded together, and captioning at batch 8 × 3 beams keeps a 24-sequence key/value
-cache per variant (ONNX Runtime also keeps its arena at its peak): on a 24 GB machine measure the torch and the ONNX
-captioning variants in two runs, e.g. ``--workloads caption --variants official fp32 bf16 torch-int8`` then
+cache per variant: on a 24 GB machine measure the torch and the ONNX captioning variants in two runs, e.g.
+``--workloads caption --variants official fp32 bf16 torch-int8`` then
 ``--variants official ort-fp32 ort-int8`` (each run has its own official column).
 """
 
